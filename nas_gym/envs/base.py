@@ -1,0 +1,178 @@
+"""The shared glue of every env: common arguments, masks, the invalid-action rule, and the
+terminal evaluation. A token env subclasses :class:`TokenEnv` and describes only its grammar."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from ..arch.base import Architecture
+from ..errors import InvalidActionError, bad_value
+from .common import INVALID_ACTION_MODES, Components, build_components
+
+
+class NasEnv(gym.Env):
+    """Base of the nas_gym envs: builds the shared components and applies the action rule.
+
+    Invalid actions (masked out): with ``invalid_action="remap"`` (default) action ``a`` becomes
+    ``valid[a % len(valid)]``, where ``valid`` lists the allowed actions in increasing order, and
+    ``info["invalid_action"]`` is True; with ``"raise"`` an :class:`InvalidActionError` is raised.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+    default_metric = "params"
+    default_penalty = "benas"
+    default_accuracy_transform = "identity"
+
+    def __init__(self, *, invalid_action: str = "remap", render_mode: str | None = None,
+                 accuracy_transform: str | None = None, **common: Any) -> None:
+        if invalid_action not in INVALID_ACTION_MODES:
+            raise bad_value("invalid_action", invalid_action, INVALID_ACTION_MODES)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise bad_value("render_mode", render_mode, self.metadata["render_modes"])
+        self.invalid_action, self.render_mode = invalid_action, render_mode
+        self.components: Components = build_components(
+            default_metric=self.default_metric, default_penalty=self.default_penalty,
+            accuracy_transform=accuracy_transform or self.default_accuracy_transform, **common)
+        self.last_info: dict[str, Any] = {}
+
+    # -- shared pieces -------------------------------------------------------------------------
+    @property
+    def data(self):
+        return self.components.data
+
+    @property
+    def store(self):
+        return self.components.store
+
+    @property
+    def reward_fn(self):
+        return self.components.reward
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.components.data.input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.components.data.num_classes
+
+    def _check_action(self, action: Any, mask: np.ndarray) -> tuple[int, bool]:
+        """The action to apply and whether the given one was invalid (see the class doc)."""
+        try:
+            a = int(np.asarray(action).reshape(()))
+        except (TypeError, ValueError):
+            raise InvalidActionError(f"action={action!r} is not an integer") from None
+        if 0 <= a < mask.shape[0] and mask[a]:
+            return a, False
+        valid = np.flatnonzero(mask)
+        if self.invalid_action == "raise":
+            raise InvalidActionError(
+                f"action={a} is not allowed now ({self._decision()}); allowed: {valid.tolist()}")
+        return int(valid[a % len(valid)]), True
+
+    def _decision(self) -> str:
+        return "this step"
+
+    def evaluate_architecture(self, arch: Architecture, **kwargs: Any) -> dict[str, Any]:
+        """Terminal info of ``arch`` through the shared pipeline (store, costs, reward)."""
+        info, _ = self.components.pipeline.evaluate(arch, seed=self.components.seed, **kwargs)
+        return info
+
+    def close(self) -> None:
+        super().close()
+
+
+class TokenEnv(NasEnv):
+    """An env whose episode emits one token per step (SPEC §0), then evaluates the architecture.
+
+    Subclasses set ``self.n_actions``, ``self.max_tokens`` and implement the grammar methods.
+    Observation: ``MultiDiscrete([n_actions + 1] * max_tokens)``, the tokens emitted so far plus 1,
+    padded with 0.
+    """
+
+    n_actions: int
+    max_tokens: int
+
+    def _init_spaces(self) -> None:
+        self.action_space = spaces.Discrete(self.n_actions)
+        self.observation_space = spaces.MultiDiscrete(
+            np.full(self.max_tokens, self.n_actions + 1, dtype=np.int64))
+        self._tokens: list[int] = []
+        self._mask = np.ones(self.n_actions, dtype=bool)
+        self._done = True
+
+    # -- grammar (subclass) --------------------------------------------------------------------
+    @abstractmethod
+    def _token_type(self) -> str:
+        """Name of the decision the next action makes."""
+
+    @abstractmethod
+    def _valid(self) -> np.ndarray:
+        """Bool mask of the actions allowed for the next token."""
+
+    @abstractmethod
+    def _finished(self) -> bool:
+        """Whether the tokens emitted so far complete an architecture."""
+
+    @abstractmethod
+    def _architecture(self) -> Architecture:
+        """The architecture the complete token sequence describes."""
+
+    def _on_token(self, action: int) -> None:
+        """Hook: grammar bookkeeping after a token is appended (default: nothing)."""
+
+    # -- gymnasium API ---------------------------------------------------------------------------
+    def action_masks(self) -> np.ndarray:
+        """The mask of the next decision as ``np.int8`` 0/1 (what ``Discrete.sample(mask=)``
+        takes; sb3-contrib MaskablePPO reads it too)."""
+        return self._mask.astype(np.int8)
+
+    def _decision(self) -> str:
+        return f"token {len(self._tokens)}: {self._token_type()}"
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(self.max_tokens, dtype=np.int64)
+        obs[: len(self._tokens)] = np.asarray(self._tokens, dtype=np.int64) + 1
+        return obs
+
+    def _step_info(self, invalid: bool) -> dict[str, Any]:
+        return {"action_mask": self._mask.astype(np.int8),
+                "token_type": "done" if self._done else self._token_type(),
+                "invalid_action": invalid, "num_tokens": len(self._tokens)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._tokens = []
+        self._done = False
+        self._mask = self._valid()
+        return self._obs(), self._step_info(False)
+
+    def step(self, action: Any):
+        if self._done:
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        a, invalid = self._check_action(action, self._mask)
+        self._tokens.append(a)
+        self._on_token(a)
+        reward = 0.0
+        if self._finished():
+            self._done = True
+            self._mask = np.ones(self.n_actions, dtype=bool)
+            info = self._step_info(invalid)
+            terminal = self.evaluate_architecture(self._architecture())
+            reward = terminal.pop("reward")
+            info.update(terminal)
+            self.last_info = info
+        else:
+            self._mask = self._valid()
+            info = self._step_info(invalid)
+        return self._obs(), float(reward), self._done, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return f"tokens={self._tokens} next={'done' if self._done else self._token_type()}"
+        return None

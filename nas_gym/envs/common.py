@@ -1,0 +1,124 @@
+"""What every env builds from its common keyword arguments (SPEC §0), in one place: data,
+training config, evaluator, store, reward and the evaluation pipeline. All validation happens here,
+at construction (``gym.make`` time), never deep inside training."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import DataConfig, DataSplit, load_data
+from ..device import resolve_device
+from ..errors import bad_value
+from ..evaluation import EvaluationPipeline
+from ..evaluators import EVALUATORS
+from ..rewards import PENALTIES, Reward, parse_budget
+from ..store import EvaluationStore, open_store
+from ..training import PRESETS, TrainConfig, get_preset
+
+INVALID_ACTION_MODES = ("remap", "raise")
+PENALTY_KWARGS = ("alpha", "beta", "p", "weights")
+
+
+@dataclass
+class Components:
+    data: DataSplit
+    train_config: TrainConfig
+    evaluator: Any
+    store: EvaluationStore
+    reward: Reward
+    pipeline: EvaluationPipeline
+    device: torch.device
+    seed: int
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad_value(name, value, "an integer >= 1")
+    return value
+
+
+def build_components(
+    *,
+    budget: Any = None,
+    penalty: str | None = None,
+    penalty_kwargs: Mapping[str, Any] | None = None,
+    accuracy_transform: str = "identity",
+    default_metric: str = "params",
+    default_penalty: str = "benas",
+    dataset: str = "digits",
+    data_root: str | None = None,
+    download: bool = False,
+    train_size: int | None = None,
+    training: str | TrainConfig = "digits",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    device: str = "auto",
+    evaluator: Any = "train",
+    evaluator_kwargs: Mapping[str, Any] | None = None,
+    store: Any = None,
+    seed: int = 0,
+    reject_infeasible: bool = False,
+    measure_latency: bool = True,
+    time_limit: float | None = None,
+) -> Components:
+    """Validate the common env arguments and build the shared pieces (see each env's docstring)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise bad_value("seed", seed, "an integer >= 0")
+    constraints = parse_budget(budget, default_metric)
+    if penalty is None:
+        penalty = default_penalty if constraints or default_penalty == "linear" else "none"
+    if penalty not in PENALTIES:
+        raise bad_value("penalty", penalty, PENALTIES)
+    kwargs = dict(penalty_kwargs or {})
+    for k in kwargs:
+        if k not in PENALTY_KWARGS:
+            raise bad_value("penalty_kwargs key", k, PENALTY_KWARGS)
+    reward = Reward(penalty=penalty, constraints=constraints,
+                    accuracy_transform=accuracy_transform, **kwargs)
+    if not measure_latency and "latency_ms" in reward.metrics:
+        raise bad_value("measure_latency", measure_latency,
+                        "True when the budget or penalty uses latency_ms")
+
+    dev = resolve_device(device)
+    data = load_data(DataConfig(name=dataset, data_root=data_root, download=download,
+                                train_size=train_size), device=dev)
+
+    if isinstance(training, TrainConfig):
+        config = training.validate()
+    elif isinstance(training, str):
+        config = get_preset(training)
+    else:
+        raise bad_value("training", training, f"a TrainConfig or one of {sorted(PRESETS)}")
+    changes = {}
+    if epochs is not None:
+        changes["epochs"] = _positive_int("epochs", epochs)
+    if batch_size is not None:
+        changes["batch_size"] = _positive_int("batch_size", batch_size)
+    if lr is not None:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise bad_value("lr", lr, "a finite number > 0")
+        changes["lr"] = float(lr)
+    config = dataclasses.replace(config, **changes).validate() if changes else config
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise bad_value("time_limit", time_limit, "seconds > 0 or None")
+
+    if isinstance(evaluator, str):
+        factory = EVALUATORS.get(evaluator, "evaluator")
+        evaluator = factory(data, config, time_limit=time_limit, **dict(evaluator_kwargs or {}))
+    elif not callable(getattr(evaluator, "evaluate", None)):
+        raise bad_value("evaluator", evaluator,
+                        f"one of {EVALUATORS.names()} or an object with an evaluate() method")
+    the_store = open_store(store)
+    pipeline = EvaluationPipeline(evaluator, the_store, reward, data.input_shape, data.num_classes,
+                                  device=dev, reject_infeasible=bool(reject_infeasible),
+                                  measure_latency=bool(measure_latency))
+    return Components(data, config, evaluator, the_store, reward, pipeline, dev, seed)
+
+

@@ -1,0 +1,72 @@
+"""Builder of :class:`~nas_gym.arch.cell.CellArchitecture` networks (B-ENAS Fig. 3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..arch.cell import Cell, CellArchitecture
+from .builder import register_builder
+from .cell_ops import OPS, FactorizedReduce, ReLUConvBN
+
+
+class CellModule(nn.Module):
+    """One cell. ``reduction``: ops reading the cell inputs use stride 2 (identity becomes a
+    factorized reduce). ``reduce_prev``: the k-2 input is twice the size of k-1 and is reduced."""
+
+    def __init__(self, cell: Cell, c_pp: int, c_p: int, c: int, reduction: bool,
+                 reduce_prev: bool) -> None:
+        super().__init__()
+        self.cell = cell
+        self.pre0 = FactorizedReduce(c_pp, c) if reduce_prev else ReLUConvBN(c_pp, c, 1)
+        self.pre1 = ReLUConvBN(c_p, c, 1)
+        self.ops = nn.ModuleList()
+        for b in cell.blocks:
+            for ind, op in ((b.in1, b.op1), (b.in2, b.op2)):
+                stride = 2 if reduction and ind < 2 else 1
+                self.ops.append(OPS.get(op)(c, stride))
+        self.loose = cell.loose_ends()
+        self.project = ReLUConvBN(c * len(self.loose), c, 1)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for i, b in enumerate(self.cell.blocks):
+            states.append(self.ops[2 * i](states[b.in1]) + self.ops[2 * i + 1](states[b.in2]))
+        return self.project(torch.cat([states[j + 2] for j in self.loose], dim=1))
+
+
+class CellNetwork(nn.Module):
+    def __init__(self, arch: CellArchitecture, input_shape: tuple[int, int, int],
+                 num_classes: int) -> None:
+        super().__init__()
+        c = arch.channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        )
+        self.cells = nn.ModuleList()
+        c_pp, c_p = c, c
+        reduce_prev = False
+        n = arch.n_normal
+        for stage in range(3):
+            if stage > 0:  # reduction cell between stages
+                c *= 2
+                cell = arch.reduction or arch.normal
+                self.cells.append(CellModule(cell, c_pp, c_p, c, True, reduce_prev))
+                c_pp, c_p, reduce_prev = c_p, c, True
+            for _ in range(n):
+                self.cells.append(CellModule(arch.normal, c_pp, c_p, c, False, reduce_prev))
+                c_pp, c_p, reduce_prev = c_p, c, False
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1)
+        return self.classifier(torch.flatten(self.pool(torch.relu(s1)), 1))
+
+
+@register_builder("cell")
+def build_cell_network(arch: CellArchitecture, input_shape: tuple[int, int, int],
+                       num_classes: int) -> nn.Module:
+    return CellNetwork(arch, input_shape, num_classes)

@@ -1,0 +1,273 @@
+"""Child training: plain functions over tensors that live on the device (the airbench way).
+
+``train`` runs SGD-Nesterov (or Adam) with a ``torch.optim.lr_scheduler`` cosine schedule over the
+training split held by a :class:`~nas_gym.data.DataSplit`; augmentation runs on the device; on CUDA
+it uses bf16 autocast and channels_last. It never raises for a fault of the child: a loss that turns
+NaN/inf stops with status ``"diverged"``, an out-of-memory error frees memory and gives ``"oom"``,
+the optional wall-clock limit gives ``"timeout"``. On CPU a seed gives bit-identical results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import DataSplit, augment_batch
+from .errors import bad_value
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "cosine_restarts", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of child training (SPEC §6)."""
+
+    epochs: int = 8
+    """Passes over the training split."""
+    batch_size: int = 64
+    """Mini-batch size (samples)."""
+    optimizer: str = "sgd"
+    """``"sgd"`` (momentum, Nesterov) or ``"adam"``."""
+    lr: float = 0.05
+    """Initial learning rate."""
+    lr_min: float = 0.001
+    """Final learning rate of the cosine schedule."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    nesterov: bool = True
+    """Nesterov momentum (ENAS / B-ENAS / EAS)."""
+    weight_decay: float = 1e-4
+    """L2 weight decay."""
+    schedule: str = "cosine"
+    """``"cosine"`` (one cycle over all steps), ``"cosine_restarts"`` (SGDR) or ``"constant"``."""
+    restart_epochs: int = 10
+    """SGDR: first period T0 in epochs (ENAS: 10)."""
+    restart_mult: int = 2
+    """SGDR: period multiplier Tmul (ENAS: 2)."""
+    grad_clip: float | None = 5.0
+    """Max gradient norm (ENAS clips at 5); None = off."""
+    augment: bool = True
+    """Use the dataset's augmentation (pad + crop + flip on 32x32 RGB; none on digits)."""
+    early_stop_patience: int | None = None
+    """Stop when validation accuracy has not improved for this many epochs (EPNAS prediction)."""
+    eval_batch_size: int = 1024
+    """Batch size of ``evaluate``."""
+
+    def validate(self) -> TrainConfig:
+        for name in ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad_value(name, v, "an integer >= 1")
+        for name in ("lr", "lr_min"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise bad_value(name, v, "a finite number > 0")
+        if not 0 <= self.momentum < 1:
+            raise bad_value("momentum", self.momentum, "a number in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise bad_value("weight_decay", self.weight_decay, "a finite number >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad_value("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            raise bad_value("schedule", self.schedule, SCHEDULES)
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad_value("grad_clip", self.grad_clip, "a number > 0 or None")
+        if self.early_stop_patience is not None and self.early_stop_patience < 1:
+            raise bad_value("early_stop_patience", self.early_stop_patience, "an integer >= 1 or None")
+        return self
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes).validate()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes the trained child (goes into evaluation-store keys)."""
+        return dataclasses.asdict(self)
+
+
+#: Training presets per paper (SPEC §6). "digits" is the quick offline default.
+PRESETS: dict[str, TrainConfig] = {
+    "digits": TrainConfig(),
+    "enas": TrainConfig(epochs=150, batch_size=160, lr=0.05, lr_min=0.001,
+                        schedule="cosine_restarts", restart_epochs=10, restart_mult=2),
+    "benas": TrainConfig(epochs=150, batch_size=160, lr=0.05, lr_min=0.001,
+                         schedule="cosine_restarts", restart_epochs=10, restart_mult=2),
+    "eas": TrainConfig(epochs=20, batch_size=64, lr=0.02, lr_min=1e-4, grad_clip=None),
+    "epnas": TrainConfig(epochs=20, batch_size=128, lr=0.05, grad_clip=None),
+    "epnas_prediction": TrainConfig(epochs=10, batch_size=1024, lr=0.5, grad_clip=None,
+                                    early_stop_patience=2),
+    "seed001": TrainConfig(epochs=50, batch_size=64, optimizer="adam", lr=1e-3, lr_min=1e-3,
+                           schedule="constant", weight_decay=0.0, grad_clip=None),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise bad_value("training", name, sorted(PRESETS))
+    return PRESETS[name]
+
+
+@dataclass
+class TrainResult:
+    """What one training run did."""
+
+    status: str  # "ok" | "diverged" | "oom" | "timeout"
+    epochs: float
+    steps: int
+    train_seconds: float
+    final_loss: float
+    message: str = ""
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    ) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc).lower())
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    sched = torch.optim.lr_scheduler
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch, eta_min=cfg.lr_min)
+    if cfg.schedule == "cosine_restarts":
+        return sched.CosineAnnealingWarmRestarts(
+            opt, T_0=cfg.restart_epochs * steps_per_epoch, T_mult=cfg.restart_mult,
+            eta_min=cfg.lr_min)
+    return sched.LambdaLR(opt, lambda _step: 1.0)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int = 0,
+          time_limit: float | None = None) -> TrainResult:
+    """Train ``model`` in place on ``data``'s training split, on ``data``'s device.
+
+    :param seed: seeds shuffling and augmentation (the weights were seeded by ``build_model``).
+    :param time_limit: wall-clock seconds; when exceeded, training stops with ``"timeout"``.
+    """
+    device = data.device
+    start = time.perf_counter()
+    x_all, y_all = data.train_x, data.train_y
+    n = x_all.shape[0]
+    batch = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // batch)  # drop the ragged tail: BN needs > 1 sample
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    augment = data.augment if config.augment else "none"
+    status, message, steps, loss_value = "ok", "", 0, float("nan")
+    best_val, stale = -1.0, 0
+    optimizer = scheduler = None
+    try:
+        model.to(device)
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        model.train()
+        optimizer = make_optimizer(model, config)
+        scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
+        for epoch in range(config.epochs):
+            perm = torch.randperm(n, generator=gen, device=device)
+            running = torch.zeros((), device=device)
+            for i in range(steps_per_epoch):
+                idx = perm[i * batch:(i + 1) * batch]
+                x = augment_batch(x_all[idx], gen, augment)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with _autocast(device):
+                    loss = F.cross_entropy(model(x), y_all[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                running += loss.detach()
+                steps += 1
+                # CPU: a check per step is free; CUDA: every 20 steps to avoid a sync per step
+                if (device.type != "cuda" or steps % 20 == 0) and not torch.isfinite(loss.detach()):
+                    raise _Diverged(f"loss became {loss.item():.4g} at step {steps}")
+                if time_limit is not None and time.perf_counter() - start > time_limit:
+                    raise _Timeout(f"stopped after {steps} steps ({time_limit}s limit)")
+            loss_value = float(running) / steps_per_epoch  # one sync per epoch
+            if not math.isfinite(loss_value) or not _weights_finite(model):
+                status, message = "diverged", f"loss became {loss_value} in epoch {epoch + 1}"
+                break
+            if config.early_stop_patience is not None:
+                acc, _ = evaluate(model, data.val_x, data.val_y, config.eval_batch_size)
+                model.train()
+                if acc > best_val:
+                    best_val, stale = acc, 0
+                else:
+                    stale += 1
+                    if stale >= config.early_stop_patience:
+                        break
+    except _Diverged as exc:
+        status, message = "diverged", str(exc)
+    except _Timeout as exc:
+        status, message = "timeout", str(exc)
+    except Exception as exc:  # noqa: BLE001 - a child's fault must not crash the search
+        if not _is_oom(exc):
+            raise
+        status, message = "oom", f"{type(exc).__name__}: {exc}"
+        optimizer = scheduler = None
+        _free(device)
+    return TrainResult(status=status, epochs=steps / steps_per_epoch, steps=steps,
+                       train_seconds=time.perf_counter() - start, final_loss=loss_value,
+                       message=message)
+
+
+class _Diverged(Exception):
+    pass
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _weights_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 1024) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``model`` in eval mode on ``(x, y)``."""
+    model.eval()
+    device = x.device
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    loss = torch.zeros((), device=device)
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = model(xb).float()
+        loss += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    n = max(1, x.shape[0])
+    return float(correct) / n, float(loss) / n
