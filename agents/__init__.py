@@ -1,0 +1,44 @@
+"""Search agents (SPEC §4). Every agent implements :class:`agents.base.Agent` and reaches envs only
+through the Gymnasium API, so they are interchangeable with each other and with third-party ones.
+
+``AGENTS`` maps a name to the agent class; :func:`make_agent` is the whole factory::
+
+    agent = make_agent("reinforce", seed=0, batch_episodes=4)
+    agent.learn(env, total_episodes=100)
+    agent.best().architecture
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nas_gym.registry import Registry
+
+from .base import Agent, Callback, Episode
+from .evolution import RegularizedEvolution
+from .random_search import RandomSearch
+from .reinforce import ReinforceAgent
+from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent, SB3Agent
+
+AGENTS: Registry[type[Agent]] = Registry("agent")
+AGENTS.register("reinforce", ReinforceAgent)
+AGENTS.register("random", RandomSearch)
+AGENTS.register("evolution", RegularizedEvolution)
+AGENTS.register("ppo", PPOAgent)
+AGENTS.register("a2c", A2CAgent)
+AGENTS.register("dqn", DQNAgent)
+AGENTS.register("maskable_ppo", MaskablePPOAgent)
+
+
+def make_agent(name: str, **kwargs: Any) -> Agent:
+    """The agent registered as ``name``, built with ``kwargs`` (its keyword-only arguments)."""
+    cls = AGENTS.get(name, "agent")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # an unknown keyword: one clear line, like every other bad value
+        raise ValueError(f"agent {name!r} does not accept {sorted(kwargs)}: {exc}") from None
+
+
+__all__ = ["AGENTS", "A2CAgent", "Agent", "Callback", "DQNAgent", "Episode", "MaskablePPOAgent",
+           "PPOAgent", "RandomSearch", "RegularizedEvolution", "ReinforceAgent", "SB3Agent",
+           "make_agent"]

@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 
 ENV_IDS = {
     "CellNAS-v0": "nas_gym.envs.cell_nas:CellNASEnv",
+    "MacroNAS-v0": "nas_gym.envs.macro_nas:MacroNASEnv",
+    "Net2Net-v0": "nas_gym.envs.net2net:Net2NetEnv",
+    "ProgressiveNAS-v0": "nas_gym.envs.progressive:ProgressiveNASEnv",
 }
 
 for _id, _entry in ENV_IDS.items():

@@ -8,8 +8,8 @@
   training step keeps for the backward pass), float32.
 - ``compute_intensity``: FLOPs per byte moved (EPNAS Table 5), bytes moved = parameter bytes + the
   bytes each leaf module reads and writes.
-- ``latency_ms``: measured, median of repeated batch-1 forward passes on the eval device
-  (``torch.utils.benchmark``).
+- ``latency_ms``: measured, mean of 7 timed batch-1 forward passes on the eval device after
+  warm-up (``torch.utils.benchmark``).
 - ``train_seconds``: measured by the training loop; known only after training (B-ENAS).
 
 ``params``, ``flops``, ``memory_bytes`` and ``compute_intensity`` are known before training and
@@ -75,8 +75,15 @@ def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, fl
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...],
-                    device: torch.device | str = "cpu", *, min_run_time: float = 0.02) -> float:
-    """Median milliseconds of one batch-1 eval-mode forward pass on ``device``."""
+                    device: torch.device | str = "cpu", *, runs: int = 7) -> float:
+    """Milliseconds of one batch-1 eval-mode forward pass on ``device``: the mean over ``runs``
+    timed passes (``torch.utils.benchmark.Timer.timeit``, which warms up and synchronises CUDA).
+    One timed block rather than a median of separate calls: each ``timeit`` call warms up again,
+    which tripled the cost of measuring."""
+    import logging
+
+    # torch.utils.benchmark imports cpp_extension, which logs a warning when CUDA is absent
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import benchmark
 
     was_training = model.training
@@ -84,10 +91,9 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...],
     x = torch.zeros((1, *input_shape), device=device)
     try:
         with torch.no_grad():
-            model(x)  # warm-up
             timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
                                     num_threads=torch.get_num_threads())
-            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+            seconds = timer.timeit(runs).mean
     finally:
         model.train(was_training)
-    return float(measurement.median * 1e3)
+    return float(seconds * 1e3)

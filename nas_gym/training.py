@@ -32,7 +32,7 @@ SCHEDULES = ("cosine", "cosine_restarts", "constant")
 class TrainConfig:
     """Hyperparameters of child training (SPEC §6)."""
 
-    epochs: int = 8
+    epochs: int = 4
     """Passes over the training split."""
     batch_size: int = 64
     """Mini-batch size (samples)."""
@@ -96,7 +96,7 @@ class TrainConfig:
 
 #: Training presets per paper (SPEC §6). "digits" is the quick offline default.
 PRESETS: dict[str, TrainConfig] = {
-    "digits": TrainConfig(),
+    "digits": TrainConfig(epochs=4),
     "enas": TrainConfig(epochs=150, batch_size=160, lr=0.05, lr_min=0.001,
                         schedule="cosine_restarts", restart_epochs=10, restart_mult=2),
     "benas": TrainConfig(epochs=150, batch_size=160, lr=0.05, lr_min=0.001,
@@ -184,9 +184,8 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
     best_val, stale = -1.0, 0
     optimizer = scheduler = None
     try:
-        model.to(device)
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
+        # channels_last: faster on CUDA (tensor cores) and, measured, on CPU convolutions too
+        model.to(device, memory_format=torch.channels_last)
         model.train()
         optimizer = make_optimizer(model, config)
         scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
@@ -195,9 +194,8 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
             running = torch.zeros((), device=device)
             for i in range(steps_per_epoch):
                 idx = perm[i * batch:(i + 1) * batch]
-                x = augment_batch(x_all[idx], gen, augment)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = augment_batch(x_all[idx], gen, augment).contiguous(
+                    memory_format=torch.channels_last)
                 with _autocast(device):
                     loss = F.cross_entropy(model(x), y_all[idx])
                 optimizer.zero_grad(set_to_none=True)
@@ -262,9 +260,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     correct = torch.zeros((), device=device, dtype=torch.long)
     loss = torch.zeros((), device=device)
     for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        if device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
+        xb = x[i:i + batch_size].contiguous(memory_format=torch.channels_last)
+        yb = y[i:i + batch_size]
         with _autocast(device):
             logits = model(xb).float()
         loss += F.cross_entropy(logits, yb, reduction="sum")

@@ -1,10 +1,20 @@
-"""Shared test setup: the default evaluation store goes to a temporary file, never ~/.cache."""
+"""Shared test setup.
+
+- One torch thread per process (inherited by the subprocesses tests start): the children here are
+  tiny, train faster on one thread, and several processes on 2 cores must not oversubscribe them.
+- The default evaluation store goes to a temporary file, never ~/.cache.
+"""
 
 from __future__ import annotations
 
 import os
 
-import pytest
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")

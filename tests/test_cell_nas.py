@@ -127,7 +127,7 @@ def test_repeated_architecture_is_served_from_store(tmp_path) -> None:
 
 def test_diverging_training_ends_normally() -> None:
     env = gym.make("CellNAS-v0", lr=1e12, store=":memory:", budget=10_000, **FAST)
-    env.unwrapped.components.train_config  # built at make time
+    assert env.unwrapped.components.train_config.lr == 1e12  # validated at make time
     reward, info = run_episode(env, np.random.default_rng(0), seed=0)
     assert info["status"] == "diverged" and np.isfinite(reward)
     assert info["accuracy"] == 0.0
@@ -239,3 +239,13 @@ def test_build_model_checks_shapes() -> None:
         nas_gym.build_model(arch, (8, 8), 10)
     with pytest.raises(ConfigError, match="num_classes"):
         nas_gym.build_model(arch, (1, 8, 8), 1)
+
+
+def test_random_policy_trains_real_children_to_085() -> None:
+    """Done-when of the foundation: default settings, digits, a masked random policy, 20 episodes."""
+    env = gym.make("CellNAS-v0", budget={"params": 30_000})
+    rng = np.random.default_rng(0)
+    infos = [run_episode(env, rng, seed=i)[1] for i in range(20)]
+    assert all(i["status"] == "ok" and i["costs"]["train_seconds"] > 0 for i in infos)
+    assert len({json.dumps(i["architecture"], sort_keys=True) for i in infos}) > 15
+    assert max(i["accuracy"] for i in infos) >= 0.85

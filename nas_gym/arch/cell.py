@@ -93,7 +93,7 @@ class CellArchitecture(Architecture):
     normal: Cell
     reduction: Cell | None = None
     n_normal: int = 1
-    channels: int = 16
+    channels: int = 8
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +111,7 @@ class CellArchitecture(Architecture):
             normal=Cell.from_dict(data["normal"]),
             reduction=None if red is None else Cell.from_dict(red),
             n_normal=int(data.get("n_normal", 1)),
-            channels=int(data.get("channels", 16)),
+            channels=int(data.get("channels", 8)),
         )
 
     def validate(self) -> None:

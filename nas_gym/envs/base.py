@@ -27,11 +27,17 @@ class NasEnv(gym.Env):
     default_metric = "params"
     default_penalty = "benas"
     default_accuracy_transform = "identity"
+    supports_hard_budget = False  # envs that mask by a hard budget (SPEC §3.5) set True
 
     def __init__(self, *, invalid_action: str = "remap", render_mode: str | None = None,
-                 accuracy_transform: str | None = None, **common: Any) -> None:
+                 accuracy_transform: str | None = None, hard_budget: bool = False,
+                 **common: Any) -> None:
         if invalid_action not in INVALID_ACTION_MODES:
             raise bad_value("invalid_action", invalid_action, INVALID_ACTION_MODES)
+        if not isinstance(hard_budget, bool) or (hard_budget and not self.supports_hard_budget):
+            raise bad_value("hard_budget", hard_budget,
+                            "True or False" if self.supports_hard_budget else "False")
+        self.hard_budget = hard_budget
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise bad_value("render_mode", render_mode, self.metadata["render_modes"])
         self.invalid_action, self.render_mode = invalid_action, render_mode
@@ -126,6 +132,14 @@ class TokenEnv(NasEnv):
     def _on_token(self, action: int) -> None:
         """Hook: grammar bookkeeping after a token is appended (default: nothing)."""
 
+    def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
+        """Hook ANDed into ``_valid()`` (the hard budget, SPEC §3.5); default: ``valid``."""
+        return valid
+
+    def _allowed(self) -> np.ndarray:
+        valid = self._valid()
+        return valid & self._extra_mask(valid)
+
     # -- gymnasium API ---------------------------------------------------------------------------
     def action_masks(self) -> np.ndarray:
         """The mask of the next decision as ``np.int8`` 0/1 (what ``Discrete.sample(mask=)``
@@ -149,7 +163,7 @@ class TokenEnv(NasEnv):
         super().reset(seed=seed)
         self._tokens = []
         self._done = False
-        self._mask = self._valid()
+        self._mask = self._allowed()
         return self._obs(), self._step_info(False)
 
     def step(self, action: Any):
@@ -168,7 +182,7 @@ class TokenEnv(NasEnv):
             info.update(terminal)
             self.last_info = info
         else:
-            self._mask = self._valid()
+            self._mask = self._allowed()
             info = self._step_info(invalid)
         return self._obs(), float(reward), self._done, False, info
 

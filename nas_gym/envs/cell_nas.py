@@ -7,7 +7,10 @@ from typing import Any
 import numpy as np
 
 from ..arch.cell import OP_SETS, Block, Cell, CellArchitecture
+from ..costs import count_params
 from ..errors import bad_value
+from ..hard_budget import HardBudget, token_rollout
+from ..models.cell_ops import OPS
 from .base import TokenEnv
 
 REDUCTION_MODES = ("shared", "separate")
@@ -46,7 +49,11 @@ class CellNASEnv(TokenEnv):
     - ``min_blocks`` (2), ``max_blocks`` (7): range of ``b``.
     - ``ops``: ``"enas"`` (5 ops, default), ``"nasnet"`` (13 ops) or a sequence of op names.
     - ``reduction``: ``"shared"`` (B-ENAS: one cell for both) or ``"separate"`` (ENAS / NASNet).
-    - ``n_normal`` (1): N during search ("3-layer" model); ``channels`` (16): first-stage width.
+    - ``n_normal`` (1): N during search ("3-layer" model); ``channels`` (8): first-stage width,
+      sized for the quick digits default (B-ENAS / ENAS use 20-36 on CIFAR-10).
+    - ``hard_budget`` (False): mask actions after which no completion meets the budget's upper
+      bounds on params / flops / memory_bytes (SPEC §3.5, ``nas_gym.hard_budget``); completion
+      rule: fewest blocks, each input the latest state, the op with the fewest parameters.
     - the common arguments of every env (SPEC §0): ``budget``, ``penalty``, ``penalty_kwargs``,
       ``accuracy_transform``, ``dataset``, ``data_root``, ``download``, ``train_size``,
       ``training``, ``epochs``, ``batch_size``, ``lr``, ``device``, ``evaluator``,
@@ -59,9 +66,10 @@ class CellNASEnv(TokenEnv):
 
     default_metric = "params"
     default_penalty = "benas"
+    supports_hard_budget = True
 
     def __init__(self, *, min_blocks: int = 2, max_blocks: int = 7, ops: Any = "enas",
-                 reduction: str = "shared", n_normal: int = 1, channels: int = 16,
+                 reduction: str = "shared", n_normal: int = 1, channels: int = 8,
                  **common: Any) -> None:
         for name, v in (("min_blocks", min_blocks), ("max_blocks", max_blocks),
                         ("n_normal", n_normal), ("channels", channels)):
@@ -89,6 +97,13 @@ class CellNASEnv(TokenEnv):
         self.n_actions = max(max_blocks - min_blocks + 1, max_blocks + 1, len(ops))
         self.max_tokens = self.n_cells * (1 + 4 * max_blocks)
         self._init_spaces()
+        self._budget: HardBudget | None = None
+        if self.hard_budget:
+            self._op_params = [sum(count_params(OPS.get(op)(channels, s)) for s in (1, 2))
+                               for op in ops]  # normal and reduction positions
+            self._budget = HardBudget.for_space(self.components.reward.constraints,
+                                                self.input_shape, self.num_classes)
+            self._budget.check_start([token_rollout(self, [], self._cheap_token)])
 
     # -- grammar ---------------------------------------------------------------------------------
     def _position(self) -> tuple[int, int, int]:
@@ -138,3 +153,19 @@ class CellNASEnv(TokenEnv):
         cells = self._cells_so_far()
         return CellArchitecture(normal=cells[0], reduction=cells[1] if len(cells) > 1 else None,
                                 n_normal=self.n_normal, channels=self.channels)
+
+    # -- hard budget (SPEC §3.5) ----------------------------------------------------------------
+    def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
+        if self._budget is None:
+            return valid
+        return self._budget.mask(
+            valid, lambda a: [token_rollout(self, [*self._tokens, a], self._cheap_token)])
+
+    def _cheap_token(self, valid: np.ndarray) -> int:
+        """Completion rule of the hard budget: fewest blocks; each input the latest state (so one
+        loose end); the op with the fewest parameters at strides 1 and 2 (ties: first in ``ops``)."""
+        allowed = np.flatnonzero(valid)
+        kind = self._token_type()
+        if kind == "op":
+            return int(min(allowed, key=lambda a: (self._op_params[a], a)))
+        return int(allowed[-1] if kind == "input" else allowed[0])

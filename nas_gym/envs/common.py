@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .. import evaluators_epnas  # noqa: F401  (registers evaluator="epnas")
 from ..data import DataConfig, DataSplit, load_data
 from ..device import resolve_device
 from ..errors import bad_value

@@ -1,0 +1,291 @@
+"""The agent interface every search agent implements (SPEC §4; STYLE: the SB3 shape).
+
+An agent drives an env through the **public Gymnasium API only**: ``reset`` / ``step``, the
+spaces, ``info["action_mask"]`` (the legal actions of the next decision, ``np.int8``),
+``info["token_type"]`` (the name of the next decision) and the terminal ``info``
+(``architecture``, ``accuracy``, ``costs``, ...). It never reaches into ``env.unwrapped``, so any
+nas_gym env - and any third-party agent with the same three methods - can take part in a search:
+
+- ``learn(env, total_episodes, callback=None) -> self`` runs episodes until ``num_episodes``
+  reaches ``total_episodes`` (a count that includes the episodes of a restored state, so a
+  resumed search continues to the same total) or the callback asks to stop;
+- ``predict(observation, info, state=None, deterministic=False) -> (action, state)`` chooses one
+  action (``state`` carries a recurrent policy's context within an episode, as in SB3);
+- ``best() -> Episode | None`` is the best finished episode seen (highest return).
+
+``state_dict()`` / ``load_state_dict()`` (and :meth:`Agent.save` / :meth:`Agent.load`, atomic)
+hold everything needed to continue a search exactly where it was (weights, optimizer, baseline,
+random generator states, episode count, best).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from nas_gym.errors import bad_value
+
+#: Terminal-info keys copied into :meth:`Episode.summary` (JSON-able; never test accuracy).
+SUMMARY_KEYS = ("accuracy", "costs", "penalty", "reward_parts", "status", "cache_hit",
+                "eval_seconds", "store_key", "architecture")
+
+
+@dataclass
+class Episode:
+    """One finished episode: the decisions taken and what the env reported at the end.
+
+    :param index: 0-based episode number within the agent's life (continues across resumes).
+    :param reward: the return (sum of the step rewards).
+    :param actions: the actions taken, in order.
+    :param token_types: ``info["token_type"]`` of each decision (``"action"`` when absent).
+    :param masks: the action mask each decision was taken under (``np.int8``).
+    :param info: the terminal ``info`` (architecture, accuracy, costs, penalty, status, ...).
+    """
+
+    index: int
+    reward: float
+    actions: list[int]
+    token_types: list[str]
+    masks: list[np.ndarray] = field(repr=False)
+    info: dict[str, Any] = field(repr=False)
+
+    @property
+    def architecture(self) -> dict[str, Any] | None:
+        return self.info.get("architecture")
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.info.get("accuracy")
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return dict(self.info.get("costs") or {})
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able record of the episode (what ``evaluations.jsonl`` holds)."""
+        out: dict[str, Any] = {"episode": self.index, "reward": float(self.reward)}
+        out.update({k: _jsonable(self.info[k]) for k in SUMMARY_KEYS if k in self.info})
+        out["actions"] = [int(a) for a in self.actions]
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        """Compact, picklable form (masks packed into one int8 array)."""
+        width = max((len(m) for m in self.masks), default=0)
+        masks = np.zeros((len(self.masks), width), dtype=np.int8)
+        for i, m in enumerate(self.masks):
+            masks[i, : len(m)] = m
+        return {"index": self.index, "reward": float(self.reward), "actions": list(self.actions),
+                "token_types": list(self.token_types), "masks": masks,
+                "info": _jsonable(self.info)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Episode:
+        return cls(state["index"], state["reward"], list(state["actions"]),
+                   list(state["token_types"]), list(np.asarray(state["masks"], dtype=np.int8)),
+                   dict(state["info"]))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class Callback:
+    """Hooks a search loop passes to :meth:`Agent.learn` (SB3's ``BaseCallback``, smaller).
+
+    ``on_episode`` runs after every finished episode; returning ``False`` stops learning.
+    ``on_update`` runs after every policy update: the state is consistent there, so that is where a
+    search saves it (a resumed search replays the episodes after it from the evaluation store).
+    """
+
+    def on_episode(self, agent: Agent, episode: Episode) -> bool | None:
+        return True
+
+    def on_update(self, agent: Agent) -> None:
+        return None
+
+
+class _FunctionCallback(Callback):
+    def __init__(self, fn: Callable[[Episode], bool | None]) -> None:
+        self.fn = fn
+
+    def on_episode(self, agent: Agent, episode: Episode) -> bool | None:
+        return self.fn(episode)
+
+
+def as_callback(callback: Callback | Callable[[Episode], bool | None] | None) -> Callback:
+    """``None`` -> a no-op, a function ``fn(episode) -> bool | None`` -> its ``on_episode``."""
+    if callback is None:
+        return Callback()
+    if isinstance(callback, Callback):
+        return callback
+    if callable(callback):
+        return _FunctionCallback(callback)
+    raise bad_value("callback", callback, "None, a Callback or a function of the episode")
+
+
+def decision(info: dict[str, Any], action_space: gym.Space) -> tuple[np.ndarray, str]:
+    """The mask and the token type of the next decision, from the public ``info``.
+
+    Envs without ``info["action_mask"]`` allow every action; without ``info["token_type"]`` every
+    decision is of type ``"action"``.
+    """
+    mask = info.get("action_mask")
+    if mask is None:
+        mask = np.ones(action_space.n, dtype=np.int8)
+    return np.asarray(mask, dtype=np.int8), str(info.get("token_type", "action"))
+
+
+def check_discrete(env: gym.Env, agent: str) -> int:
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise bad_value("env.action_space", env.action_space,
+                        f"a Discrete space (agent {agent!r} emits one token per step)")
+    return int(env.action_space.n)
+
+
+def check_episodes(total_episodes: Any) -> int:
+    if isinstance(total_episodes, bool) or not isinstance(total_episodes, (int, np.integer)) \
+            or total_episodes < 1:
+        raise bad_value("total_episodes", total_episodes, "an integer >= 1")
+    return int(total_episodes)
+
+
+class Agent(ABC):
+    """Base class: episode bookkeeping, best-so-far, seeding and the save / load protocol.
+
+    Subclasses implement :meth:`predict` and :meth:`learn` (using :meth:`play_episode` and
+    :meth:`_record`), and extend :meth:`state_dict` / :meth:`load_state_dict` with their own state.
+
+    :param seed: seeds every random choice of the agent (``np.random.Generator`` / ``torch``).
+    """
+
+    name: ClassVar[str] = ""
+    #: whether the agent only ever takes actions the mask allows (else the env's remap rule acts)
+    respects_masks: ClassVar[bool] = True
+    #: env ids the agent can drive (None: any env with a Discrete action space)
+    supported_envs: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, *, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise bad_value("seed", seed, "an integer >= 0")
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.num_episodes = 0
+        self.num_steps = 0
+        self._best: Episode | None = None
+        self._env_seeded = False
+        self._stop = False
+
+    # -- the interface ------------------------------------------------------------------------
+    @abstractmethod
+    def learn(self, env: gym.Env, total_episodes: int,
+              callback: Callback | Callable[[Episode], bool | None] | None = None) -> Agent:
+        """Run (and learn from) episodes until ``num_episodes == total_episodes`` or the callback
+        returns ``False``."""
+
+    @abstractmethod
+    def predict(self, observation: Any, info: dict[str, Any], state: Any = None,
+                deterministic: bool = False) -> tuple[int, Any]:
+        """One action for the decision described by ``info``; ``state`` is the recurrent context
+        returned by the previous call of the same episode (``None`` at its start)."""
+
+    def best(self) -> Episode | None:
+        """The finished episode with the highest return so far (``None`` before the first)."""
+        return self._best
+
+    def sample(self, env: gym.Env, n: int = 1, *, deterministic: bool = False) -> list[Episode]:
+        """Play ``n`` episodes with the current policy, without learning or counting them."""
+        return [self.play_episode(env, deterministic=deterministic, index=-1) for _ in range(n)]
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+    def _reset(self, env: gym.Env) -> tuple[Any, dict[str, Any]]:
+        if not self._env_seeded:  # seed once; later resets continue the env's own generator
+            self._env_seeded = True
+            return env.reset(seed=self.seed)
+        return env.reset()
+
+    def play_episode(self, env: gym.Env, *, deterministic: bool = False,
+                     index: int | None = None,
+                     choose: Callable[[Any, dict[str, Any], Any], tuple[int, Any]] | None = None,
+                     ) -> Episode:
+        """Play one episode with ``choose`` (default :meth:`predict`); masks come from ``info``."""
+        choose = choose or (lambda o, i, s: self.predict(o, i, s, deterministic))
+        obs, info = self._reset(env)
+        actions, types, masks, total, state = [], [], [], 0.0, None
+        while True:
+            mask, token_type = decision(info, env.action_space)
+            info = {**info, "action_mask": mask, "token_type": token_type}
+            action, state = choose(obs, info, state)
+            actions.append(int(action))
+            types.append(token_type)
+            masks.append(mask)
+            obs, reward, terminated, truncated, info = env.step(int(action))
+            total += float(reward)
+            if index is None or index >= 0:
+                self.num_steps += 1
+            if terminated or truncated:
+                break
+        return Episode(self.num_episodes if index is None else index, total, actions, types,
+                       masks, dict(info))
+
+    def _record(self, episode: Episode, callback: Callback) -> bool:
+        """Count a finished episode, track the best, run the callback; False = stop."""
+        self.num_episodes += 1
+        if self._best is None or episode.reward > self._best.reward:
+            self._best = episode
+        if callback.on_episode(self, episode) is False:
+            self._stop = True
+        return not self._stop
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly here (extended by subclasses)."""
+        return {"agent": self.name, "seed": self.seed, "num_episodes": self.num_episodes,
+                "num_steps": self.num_steps, "rng": self.rng.bit_generator.state,
+                "best": None if self._best is None else self._best.to_state(),
+                "env_seeded": self._env_seeded}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("agent") != self.name:
+            raise bad_value("state['agent']", state.get("agent"), f"{self.name!r} (this agent)")
+        self.seed = int(state["seed"])
+        self.num_episodes = int(state["num_episodes"])
+        self.num_steps = int(state.get("num_steps", 0))
+        self.rng.bit_generator.state = state["rng"]
+        self._best = None if state["best"] is None else Episode.from_state(state["best"])
+        # a restored agent reseeds its env once: the env's own generator restarts there too
+        self._env_seeded = False
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically (temporary file + ``os.replace``), so a
+        kill during the write leaves the previous state intact."""
+        path = os.fspath(path)
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def load(self, path: str | os.PathLike) -> Agent:
+        """Restore the state written by :meth:`save`; returns ``self``."""
+        # weights_only=False: the state holds numpy generator states and arrays we wrote ourselves
+        self.load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=False))
+        return self

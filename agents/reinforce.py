@@ -1,0 +1,370 @@
+"""REINFORCE with an LSTM controller: Zoph & Le 2017, ENAS (Pham et al. 2018), B-ENAS (Xu et al.
+2019, §3.3 and Table 2), with the options of seed 001 (Mohandoss & Dwivedi) - SPEC §4.
+
+The controller is a 2-layer LSTM run over the decisions of an episode. Every decision type
+(``info["token_type"]``: ``"num_blocks"``, ``"input"``, ``"op"``, ``"filters"``, ...) has its own
+embedding table (the input of the next step is the embedding of the action just taken) and its
+own softmax head; types are discovered from ``info`` as they appear, so one agent drives any
+nas_gym env. Logits are ``tanh_constant * tanh(logits / temperature)`` (ENAS: 2.5, 5.0), illegal
+actions are masked out, parameters start uniform in ``[-0.1, 0.1]`` and Adam (1e-3) follows
+B-ENAS eq. 5::
+
+    grad J = 1/n sum_i grad log p(a_i) (R_i - b),    b <- decay * b + (1 - decay) * R
+
+with ``R = reward + entropy_weight * H`` (B-ENAS Table 2: "add sample entropy to reward, weighted
+by 0.1"). **Decision:** ``H`` is the *mean* entropy of the episode's decisions, not their sum: a sum
+grows with the episode length and would reward B-ENAS's block count for its own sake.
+
+Seed-001 options: ``prob_floor`` (add 0.05 to every legal probability and renormalise, §4.2),
+``replay`` (every update also replays that many stored (architecture, reward) pairs, §3.5) and
+``reward_lookup`` (an architecture seen before keeps the reward it first got, and is stored once,
+§3.5; the env's evaluation store already spares its retraining).
+
+Zoph & Le skip connections: a decision of type ``skip_token_type`` ("layer j feeds layer i",
+actions 0 = no, 1 = yes) is scored by the anchor attention
+``P(yes) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))`` instead of a softmax head, where ``h_j``
+is the controller state at the start of layer ``j`` (a layer starts at each decision of
+``anchor_token_type``, by default the type of an episode's first decision) and the ``k``-th skip
+decision of a run asks about layer ``k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_gym.errors import bad_value
+
+from .base import Agent, Callback, Episode, as_callback, check_discrete, check_episodes
+
+
+def anchor_plan(types: list[str], skip_type: str, start_type: str | None = None) -> list[int]:
+    """For every decision, the position of the anchor it attends to (-1: none).
+
+    A layer starts at each decision of ``start_type`` (default: ``types[0]``); in a run of skip
+    decisions the ``k``-th one refers to layer ``k`` (Zoph & Le: one decision per earlier layer).
+    """
+    start = start_type if start_type is not None else (types[0] if types else None)
+    starts: list[int] = []
+    plan, run = [], 0
+    for t, typ in enumerate(types):
+        if typ == skip_type:
+            plan.append(starts[run] if run < len(starts) else -1)
+            run += 1
+            continue
+        run = 0
+        if typ == start:
+            starts.append(t)
+        plan.append(-1)
+    return plan
+
+
+class Controller(nn.Module):
+    """The LSTM policy: a learned start input, per-type embeddings and heads, skip attention."""
+
+    def __init__(self, n_actions: int, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        self.n_actions, self.hidden_size = n_actions, hidden_size
+        self.types: list[str] = []
+        self.start = nn.Parameter(torch.zeros(1, hidden_size))  # ENAS g_emb
+        self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers=num_layers, batch_first=True)
+        self.embeddings = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        self.w_prev = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.w_curr = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v = nn.Linear(hidden_size, 1, bias=False)
+
+    def add_type(self, name: str) -> list[nn.Parameter]:
+        self.types.append(name)
+        self.embeddings.append(nn.Embedding(self.n_actions, self.hidden_size))
+        self.heads.append(nn.Linear(self.hidden_size, self.n_actions))
+        return [*self.embeddings[-1].parameters(), *self.heads[-1].parameters()]
+
+    def raw_logits(self, h: torch.Tensor, type_ids: torch.Tensor,
+                   anchors: torch.Tensor | None, has_anchor: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, n_actions]`` of ``N`` decisions (before the tanh squash and the mask)."""
+        logits = h.new_zeros(h.shape[0], self.n_actions)
+        for k in torch.unique(type_ids).tolist():
+            sel = (type_ids == k) & ~has_anchor
+            if sel.any():
+                logits = logits.index_put((sel.nonzero().squeeze(1),), self.heads[k](h[sel]))
+        if anchors is not None and has_anchor.any():
+            s = self.v(torch.tanh(self.w_prev(anchors[has_anchor]) + self.w_curr(h[has_anchor])))
+            skip = torch.cat([torch.zeros_like(s), s, s.new_zeros(s.shape[0], self.n_actions - 2)],
+                             dim=1)[:, : self.n_actions]
+            logits = logits.index_put((has_anchor.nonzero().squeeze(1),), skip)
+        return logits
+
+
+@dataclass
+class _Context:
+    """The controller's state inside one episode (``predict``'s recurrent state)."""
+
+    x: torch.Tensor
+    hc: tuple[torch.Tensor, torch.Tensor] | None = None
+    types: list[str] = field(default_factory=list)
+    outs: list[torch.Tensor] = field(default_factory=list)
+
+
+class ReinforceAgent(Agent):
+    """REINFORCE-LSTM controller (Zoph & Le / ENAS / B-ENAS).
+
+    :param hidden_size: LSTM width (ENAS: 64; seed 001: 35).
+    :param num_layers: LSTM layers (B-ENAS: 2).
+    :param lr: Adam learning rate (ENAS / B-ENAS: 1e-3).
+    :param batch_episodes: episodes per policy update (Zoph & Le's m; the batch mean is eq. 5's 1/n).
+    :param entropy_weight: weight of the sample entropy added to the reward (B-ENAS: 0.1).
+    :param baseline_decay: decay of the exponential-moving-average baseline (ENAS: 0.95).
+    :param init_range: parameters start uniform in ``[-init_range, init_range]`` (ENAS: 0.1).
+    :param temperature: logits are divided by it before the tanh (ENAS: 5.0).
+    :param tanh_constant: ... and multiplied by it after (ENAS: 2.5).
+    :param prob_floor: seed 001 §4.2: add this to every legal probability and renormalise (0: off;
+        the paper uses 0.05).
+    :param replay: seed 001 §3.5: stored (architecture, reward) pairs replayed per update (0: off;
+        the paper uses 10).
+    :param replay_capacity: most recent episodes kept for replay.
+    :param reward_lookup: seed 001 §3.5: a repeated architecture keeps its first reward and is
+        stored for replay once.
+    :param skip_token_type: decision type scored by the anchor attention (Zoph & Le skips).
+    :param anchor_token_type: decision type that starts a layer (None: an episode's first type).
+    :param grad_clip: max gradient norm of an update (None: off).
+    :param seed: seeds initialisation, sampling and replay choices.
+    """
+
+    name = "reinforce"
+
+    def __init__(self, *, hidden_size: int = 64, num_layers: int = 2, lr: float = 1e-3,
+                 batch_episodes: int = 4, entropy_weight: float = 0.1,
+                 baseline_decay: float = 0.95, init_range: float = 0.1, temperature: float = 5.0,
+                 tanh_constant: float = 2.5, prob_floor: float = 0.0, replay: int = 0,
+                 replay_capacity: int = 1000, reward_lookup: bool = False,
+                 skip_token_type: str = "skip", anchor_token_type: str | None = None,
+                 grad_clip: float | None = None, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        for arg, v, low in (("hidden_size", hidden_size, 1), ("num_layers", num_layers, 1),
+                            ("batch_episodes", batch_episodes, 1), ("replay", replay, 0),
+                            ("replay_capacity", replay_capacity, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise bad_value(arg, v, f"an integer >= {low}")
+        for arg, v, ok, what in (
+                ("lr", lr, lr > 0, "a number > 0"),
+                ("entropy_weight", entropy_weight, entropy_weight >= 0, "a number >= 0"),
+                ("baseline_decay", baseline_decay, 0 <= baseline_decay < 1, "a number in [0, 1)"),
+                ("init_range", init_range, init_range > 0, "a number > 0"),
+                ("temperature", temperature, temperature > 0, "a number > 0"),
+                ("tanh_constant", tanh_constant, tanh_constant > 0, "a number > 0"),
+                ("prob_floor", prob_floor, 0 <= prob_floor < 1, "a number in [0, 1)")):
+            if not ok:
+                raise bad_value(arg, v, what)
+        if grad_clip is not None and not grad_clip > 0:
+            raise bad_value("grad_clip", grad_clip, "a number > 0 or None")
+        self.hidden_size, self.num_layers, self.lr = hidden_size, num_layers, float(lr)
+        self.batch_episodes, self.entropy_weight = batch_episodes, float(entropy_weight)
+        self.baseline_decay, self.init_range = float(baseline_decay), float(init_range)
+        self.temperature, self.tanh_constant = float(temperature), float(tanh_constant)
+        self.prob_floor, self.replay, self.replay_capacity = float(prob_floor), replay, replay_capacity
+        self.reward_lookup, self.grad_clip = bool(reward_lookup), grad_clip
+        self.skip_token_type, self.anchor_token_type = skip_token_type, anchor_token_type
+        self.controller: Controller | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.baseline: float | None = None
+        self.buffer: list[Episode] = []
+        self.lookup: dict[tuple[int, ...], float] = {}
+        self.sample_gen = torch.Generator().manual_seed(self.seed)
+        self.init_gen = torch.Generator().manual_seed(self.seed + 1)
+        self.updates = 0
+
+    # -- controller -----------------------------------------------------------------------------
+    def _build(self, n_actions: int) -> None:
+        self.controller = Controller(n_actions, self.hidden_size, self.num_layers)
+        self._init(list(self.controller.parameters()))
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr)
+
+    def _init(self, params: list[nn.Parameter]) -> None:
+        with torch.no_grad():
+            for p in params:
+                p.uniform_(-self.init_range, self.init_range, generator=self.init_gen)
+
+    def _type_id(self, token_type: str) -> int:
+        c = self.controller
+        assert c is not None and self.optimizer is not None
+        if token_type not in c.types:
+            params = c.add_type(token_type)
+            self._init(params)
+            self.optimizer.add_param_group({"params": params})
+        return c.types.index(token_type)
+
+    def _log_probs(self, raw: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(probabilities, log-probabilities)`` of masked, squashed, floored logits."""
+        logits = self.tanh_constant * torch.tanh(raw / self.temperature)
+        p = F.softmax(logits.masked_fill(~masks, -1e9), dim=-1)
+        if self.prob_floor > 0:
+            p = (p + self.prob_floor * masks) / (1 + self.prob_floor * masks.sum(-1, keepdim=True))
+        # the clamp keeps log(0) of illegal actions finite so no NaN reaches the gradient
+        return p, torch.log(p.clamp_min(1e-30))
+
+    def predict(self, observation: Any, info: dict[str, Any], state: _Context | None = None,
+                deterministic: bool = False) -> tuple[int, _Context]:
+        c = self.controller
+        if c is None:
+            raise RuntimeError("the controller is built by learn() (or load()); call it first")
+        ctx = state if state is not None else _Context(x=c.start.detach())
+        mask = torch.as_tensor(np.asarray(info["action_mask"]), dtype=torch.bool).unsqueeze(0)
+        token_type = str(info.get("token_type", "action"))
+        with torch.no_grad():
+            out, ctx.hc = c.lstm(ctx.x.view(1, 1, -1), ctx.hc)
+            h = out[0]
+            ctx.types.append(token_type)
+            ctx.outs.append(h[0])
+            type_id = self._type_id(token_type)
+            anchor = anchor_plan(ctx.types, self.skip_token_type, self.anchor_token_type)[-1]
+            raw = c.raw_logits(h, torch.tensor([type_id]),
+                               ctx.outs[anchor].unsqueeze(0) if anchor >= 0 else None,
+                               torch.tensor([anchor >= 0]))
+            p, _ = self._log_probs(raw, mask)
+            if deterministic:
+                action = int(p[0].argmax())
+            else:
+                action = int(torch.multinomial(p[0], 1, generator=self.sample_gen))
+            ctx.x = c.embeddings[type_id](torch.tensor([action]))
+        return action, ctx
+
+    def evaluate_episodes(self, episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced ``(sum of log-probabilities, mean entropy)`` of each episode, with
+        gradients: one batched LSTM pass over the padded decision sequences."""
+        c = self.controller
+        assert c is not None
+        B, T, H = len(episodes), max(len(e.actions) for e in episodes), self.hidden_size
+        type_ids = torch.zeros(B, T, dtype=torch.long)
+        actions = torch.zeros(B, T, dtype=torch.long)
+        masks = torch.zeros(B, T, c.n_actions, dtype=torch.bool)
+        valid = torch.zeros(B, T, dtype=torch.bool)
+        anchor = torch.full((B, T), -1, dtype=torch.long)
+        for b, ep in enumerate(episodes):
+            n = len(ep.actions)
+            type_ids[b, :n] = torch.tensor([self._type_id(t) for t in ep.token_types])
+            actions[b, :n] = torch.tensor(ep.actions)
+            masks[b, :n] = torch.as_tensor(np.stack(ep.masks)[:, : c.n_actions]).bool()
+            valid[b, :n] = True
+            anchor[b, :n] = torch.tensor(anchor_plan(ep.token_types, self.skip_token_type,
+                                                     self.anchor_token_type))
+        # inputs: the start vector, then the embedding of the previous decision's action
+        x = c.start.expand(B * T, H)
+        prev_type, prev_action = type_ids[:, :-1].reshape(-1), actions[:, :-1].reshape(-1)
+        prev_valid = valid[:, :-1].reshape(-1)
+        rows = (torch.arange(B).unsqueeze(1) * T + torch.arange(1, T).unsqueeze(0)).reshape(-1)
+        for k in range(len(c.types)):
+            sel = prev_valid & (prev_type == k)
+            if sel.any():
+                x = x.index_put((rows[sel],), c.embeddings[k](prev_action[sel]))
+        out, _ = c.lstm(x.reshape(B, T, H))
+        flat = out.reshape(B * T, H)
+        pos = valid.reshape(-1).nonzero().squeeze(1)
+        anc = anchor.reshape(-1)[pos]
+        has_anchor = anc >= 0
+        anchor_rows = (pos // T) * T + anc.clamp_min(0)
+        raw = c.raw_logits(flat[pos], type_ids.reshape(-1)[pos], flat[anchor_rows], has_anchor)
+        m = masks.reshape(B * T, -1)[pos]
+        p, logp = self._log_probs(raw, m)
+        chosen = logp.gather(1, actions.reshape(-1)[pos].unsqueeze(1)).squeeze(1)
+        entropy = -(p * logp).sum(-1)
+        episode_of = pos // T
+        logp_sum = torch.zeros(B).index_add(0, episode_of, chosen)
+        ent_mean = torch.zeros(B).index_add(0, episode_of, entropy) / valid.sum(1).clamp_min(1)
+        return logp_sum, ent_mean
+
+    # -- learning -------------------------------------------------------------------------------
+    def _learning_reward(self, episode: Episode) -> float:
+        if not self.reward_lookup:
+            return float(episode.reward)
+        return self.lookup.setdefault(tuple(episode.actions), float(episode.reward))
+
+    def _remember(self, episode: Episode) -> None:
+        if self.reward_lookup and any(e.actions == episode.actions for e in self.buffer):
+            return
+        self.buffer.append(episode)
+        del self.buffer[: -self.replay_capacity]
+
+    def _update(self, batch: list[Episode]) -> None:
+        assert self.controller is not None and self.optimizer is not None
+        rewards = [self._learning_reward(e) for e in batch]
+        replayed: list[Episode] = []
+        if self.replay and self.buffer:
+            k = min(self.replay, len(self.buffer))
+            replayed = [self.buffer[i] for i in self.rng.choice(len(self.buffer), k, replace=False)]
+            rewards += [self._learning_reward(e) for e in replayed]
+        logp, entropy = self.evaluate_episodes(batch + replayed)
+        returns = torch.tensor(rewards) + self.entropy_weight * entropy.detach()
+        fresh = returns[: len(batch)]
+        if self.baseline is None:  # start at the first batch's mean, not 0 (no initial bias)
+            self.baseline = float(fresh.mean())
+        loss = -((returns - self.baseline) * logp).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
+        self.optimizer.step()
+        for r in fresh.tolist():
+            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
+        for e in batch:
+            self._remember(e)
+        self.updates += 1
+
+    def learn(self, env: gym.Env, total_episodes: int,
+              callback: Callback | Callable[[Episode], bool | None] | None = None,
+              ) -> ReinforceAgent:
+        total, cb = check_episodes(total_episodes), as_callback(callback)
+        n = check_discrete(env, self.name)
+        if self.controller is None:
+            self._build(n)
+        elif self.controller.n_actions != n:
+            raise bad_value("env.action_space.n", n,
+                            f"{self.controller.n_actions} (the controller's action count)")
+        self._stop = False
+        batch: list[Episode] = []
+        while self.num_episodes < total and not self._stop:
+            episode = self.play_episode(env)
+            self._record(episode, cb)
+            batch.append(episode)
+            if len(batch) == self.batch_episodes or self.num_episodes >= total or self._stop:
+                self._update(batch)
+                batch = []
+                cb.on_update(self)
+        return self
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        c = self.controller
+        return {
+            **super().state_dict(),
+            "n_actions": None if c is None else c.n_actions,
+            "types": [] if c is None else list(c.types),
+            "controller": None if c is None else c.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "baseline": self.baseline, "updates": self.updates,
+            "sample_gen": self.sample_gen.get_state(), "init_gen": self.init_gen.get_state(),
+            "buffer": [e.to_state() for e in self.buffer],
+            "lookup": [[list(k), v] for k, v in self.lookup.items()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state["n_actions"] is not None:
+            self._build(int(state["n_actions"]))
+            for t in state["types"]:
+                self._type_id(t)
+            assert self.controller is not None and self.optimizer is not None
+            self.controller.load_state_dict(state["controller"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline, self.updates = state["baseline"], int(state["updates"])
+        self.sample_gen.set_state(state["sample_gen"])
+        self.init_gen.set_state(state["init_gen"])
+        self.buffer = [Episode.from_state(e) for e in state["buffer"]]
+        self.lookup = {tuple(k): float(v) for k, v in state["lookup"]}

@@ -1,0 +1,104 @@
+"""Overhead of an env evaluation against a minimal hand-written PyTorch loop.
+
+For the same architecture, the same tensors and the same number of SGD steps, time
+(a) one CellNAS-v0 evaluation (build, costs incl. latency, training, validation, store write) and
+(b) a bare loop: build the model, SGD-Nesterov + cosine over the same batches, validation accuracy.
+Pairs run alternately in one process so machine noise hits both; prints the median ratio of
+process CPU seconds (with one torch thread this is robust to other jobs on a shared machine) and,
+beside it, of wall seconds.
+
+    python -m experiments.benchmarks.overhead [--pairs 5] [--epochs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import nas_gym
+from nas_gym.arch import architecture_from_dict
+from nas_gym.costs import measure_latency, static_costs
+
+
+def hand_loop(arch_dict: dict, data, epochs: int, batch: int, seed: int) -> float:
+    """What a researcher would write by hand: no store, no costs, no fault handling."""
+    model = nas_gym.build_model(arch_dict, data.input_shape, data.num_classes, seed=seed)
+    model = model.to(memory_format=torch.channels_last)
+    n = data.train_x.shape[0]
+    steps = n // batch
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                          weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps, eta_min=0.001)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(steps):
+            idx = perm[i * batch:(i + 1) * batch]
+            x = data.train_x[idx].contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), data.train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.no_grad():
+        x = data.val_x.contiguous(memory_format=torch.channels_last)
+        return float((model(x).argmax(1) == data.val_y).float().mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    env = gym.make("CellNAS-v0", store=":memory:", epochs=args.epochs).unwrapped
+    data, cfg = env.data, env.components.train_config
+    # one-time, per-process start-up of FlopCounterMode / torch.utils.benchmark (~1-3 s of
+    # imports) is paid before timing: it is not a per-evaluation overhead
+    warm = nas_gym.build_model({"kind": "cell", "normal": {"blocks": [[0, 1, "identity",
+                                "identity"]]}}, data.input_shape, data.num_classes)
+    static_costs(warm, data.input_shape)
+    measure_latency(warm, data.input_shape)
+    rng = np.random.default_rng(0)
+    ratios = []
+    walls = []
+    print(f"{'pair':>4} {'env cpu s':>9} {'hand cpu s':>10} {'ratio':>6} {'wall ratio':>10} "
+          f"{'env acc':>7} {'hand acc':>8}")
+    for pair in range(args.pairs):
+        obs, info = env.reset(seed=pair)
+        tokens = []
+        while True:  # pick a random architecture, evaluated below by both sides
+            a = int(rng.choice(np.flatnonzero(info["action_mask"])))
+            tokens.append(a)
+            if len(tokens) > 1 + 4 * (env.min_blocks + tokens[0]) - 1:
+                break
+            obs, _, _, _, info = env.step(a)
+        w0, c0 = time.perf_counter(), time.process_time()
+        *_, info = env.step(tokens[-1])
+        w_env, c_env = time.perf_counter() - w0, time.process_time() - c0
+        arch_dict = info["architecture"]
+        w0, c0 = time.perf_counter(), time.process_time()
+        acc = hand_loop(arch_dict, data, cfg.epochs, cfg.batch_size, env.components.seed)
+        w_hand, c_hand = time.perf_counter() - w0, time.process_time() - c0
+        assert architecture_from_dict(arch_dict).to_dict() == arch_dict
+        ratios.append(c_env / c_hand)
+        walls.append(w_env / w_hand)
+        print(f"{pair:>4} {c_env:9.2f} {c_hand:10.2f} {ratios[-1]:6.3f} {walls[-1]:10.3f} "
+              f"{info['accuracy']:7.3f} {acc:8.3f}")
+    print(f"median ratio env / hand-written loop over {len(ratios)} pairs: "
+          f"{statistics.median(ratios):.3f} CPU time, {statistics.median(walls):.3f} wall time "
+          "(target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""The main job: run an agent on an env, record every evaluation, plot, resume, retrain the best.
+
+``run_search(SearchConfig(...))`` is what ``nas-gym search`` calls. Everything goes to ``out``:
+
+- ``config.json``: the resolved configuration (and the env kwargs actually passed to ``gym.make``);
+- ``evaluations.jsonl``: one line per episode (episode, reward, accuracy, costs, penalty, reward
+  parts, status, cache hit, store key, architecture, actions) - validation accuracy only, never
+  test accuracy;
+- ``best.json``: the best episode (highest reward) and, after ``final_epochs``, the final report;
+- ``best_so_far.png`` and ``accuracy_vs_<metric>.png`` (one per constrained cost, with the budget
+  line and the Pareto front);
+- ``store.sqlite``: the evaluation store (the env's ``store=``), ``agent_state.pt``: the agent's
+  state after its last update (atomic writes);
+- ``final/model.pt`` + ``final/model.json``: the best architecture retrained from scratch at full
+  size, loadable with ``nas_gym.checkpoint.load_model("OUT/final/model.pt")``.
+
+**Resume.** Started again with the same ``out``, a search reloads the agent state and continues
+to the same episode total; the episodes run after the last saved update are replayed by the
+restored agent (same generator state, same architectures) and answered by the store, so no
+finished evaluation is trained twice. ``evaluations.jsonl`` is cut back to the saved episode count
+first, so line ``i`` is always episode ``i``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import nas_gym
+from agents import AGENTS, make_agent
+from agents.base import Agent, Callback, Episode
+from nas_gym.arch.base import Architecture, architecture_from_dict
+from nas_gym.checkpoint import save_model
+from nas_gym.costs import COST_METRICS
+from nas_gym.data import DataConfig, load_data
+from nas_gym.errors import ConfigError, bad_value
+from nas_gym.registry import Registry
+from nas_gym.rewards import parse_budget
+from nas_gym.training import evaluate, train
+
+#: Files of a search folder.
+CONFIG, EVALUATIONS, BEST, STATE, STORE = ("config.json", "evaluations.jsonl", "best.json",
+                                           "agent_state.pt", "store.sqlite")
+#: Fields that must match to resume a search in the same folder.
+IDENTITY = ("env", "agent", "env_kwargs", "agent_kwargs", "budget", "seed")
+
+
+@dataclass
+class SearchConfig:
+    """One search (``nas-gym search``); every field is a command-line option of the same name."""
+
+    env: str = "CellNAS-v0"
+    """Env id (one of ``nas_gym.ENV_IDS``)."""
+    agent: str = "reinforce"
+    """Agent name (one of ``agents.AGENTS``)."""
+    episodes: int = 20
+    """Total episodes (= evaluated architectures, cache hits included); a resume continues to it."""
+    budget: Any = field(default_factory=lambda: {"params": 30_000})
+    """Cost budget passed to the env: ``{metric: upper}`` / ``{metric: [lower, upper]}``, a number
+    (upper bound on the env's default metric) or None."""
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"dataset": "digits", "epochs": 2})
+    """Every other keyword of the env (dataset, epochs, penalty, channels, ...)."""
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keywords of the agent (e.g. ``batch_episodes``, ``prob_floor``, ``n_steps``)."""
+    seed: int = 0
+    """Seed of the agent and of child training (the env's ``seed`` unless env_kwargs sets it)."""
+    final_epochs: int = 5
+    """Retrain the best architecture at full size for this many epochs and report its test
+    accuracy (0: skip)."""
+    threads: int = 1
+    """torch threads of this process (tiny children train fastest on one; parallel searches must
+    not oversubscribe the cores)."""
+    out: str = "runs/search"
+    """Output folder (a folder holding a search is resumed)."""
+    progress: bool = True
+    """Show a progress bar (on stderr)."""
+
+    def validate(self) -> SearchConfig:
+        if self.env not in nas_gym.ENV_IDS:
+            raise bad_value("--env", self.env, sorted(nas_gym.ENV_IDS))
+        AGENTS.get(self.agent, "--agent")
+        for name, low in (("episodes", 1), ("final_epochs", 0), ("threads", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise bad_value(f"--{name.replace('_', '-')}", v, f"an integer >= {low}")
+        for name in ("env_kwargs", "agent_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad_value(f"--{name.replace('_', '-')}", getattr(self, name), "a mapping")
+        if isinstance(self.budget, dict):
+            for metric in self.budget:
+                if metric not in COST_METRICS:
+                    raise bad_value("--budget metric", metric, COST_METRICS)
+        parse_budget(self.budget)
+        if not isinstance(self.out, str) or not self.out:
+            raise bad_value("--out", self.out, "a folder path")
+        return self
+
+
+#: kind -> the architecture at full size for the final retraining (identity when not registered).
+FULL_SIZE: Registry[Callable[[Architecture], Architecture]] = Registry("full-size rule")
+FULL_SIZE.register("cell", lambda arch: arch.with_size(3))  # B-ENAS: the N=3 ("11-layer") model
+
+
+def full_size(arch: Architecture) -> Architecture:
+    """The architecture the final model uses (B-ENAS retrains the N=3 cell network)."""
+    return FULL_SIZE.get(arch.kind)(arch) if arch.kind in FULL_SIZE else arch
+
+
+# -- outputs ------------------------------------------------------------------------------------
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_evaluations(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``evaluations.jsonl`` (a torn last line from a kill is skipped)."""
+    path = Path(out) / EVALUATIONS
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+def _truncate_evaluations(out: Path, keep: int) -> None:
+    rows = [r for r in read_evaluations(out) if r.get("episode", keep) < keep]
+    tmp = out / f"{EVALUATIONS}.tmp"
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    os.replace(tmp, out / EVALUATIONS)
+
+
+def _record(episode: Episode) -> dict[str, Any]:
+    row = episode.summary()
+    for key in [k for k in row if "test" in k]:  # rewards and records never see the test split
+        del row[key]
+    return row
+
+
+def plot_search(out: str | os.PathLike, rows: list[dict[str, Any]], budget: Any,
+                default_metric: str = "params") -> list[Path]:
+    """Write the PNG plots of a search; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out, paths = Path(out), []
+    acc = np.array([r.get("accuracy") or 0.0 for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = np.arange(1, len(rows) + 1)
+    ax.scatter(x, acc, s=10, alpha=0.4, label="evaluation")
+    ax.step(x, np.maximum.accumulate(acc) if len(acc) else acc, where="post", color="C3",
+            label="best so far")
+    ax.set(xlabel="evaluations", ylabel="validation accuracy", title="Best-so-far accuracy")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(out / "best_so_far.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    constraints = parse_budget(budget, default_metric)
+    metrics = [c.metric for c in constraints] or [default_metric]
+    best = max(rows, key=lambda r: r["reward"]) if rows else None
+    for metric in dict.fromkeys(metrics):
+        cost = np.array([(r.get("costs") or {}).get(metric, np.nan) for r in rows], dtype=float)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter(cost, acc, s=12, alpha=0.5, label="architectures")
+        front = pareto_front(cost, acc)
+        if len(front):
+            ax.step(cost[front], acc[front], where="post", color="C2", label="Pareto front")
+        for c in constraints:
+            if c.metric != metric:
+                continue
+            for bound, name in ((c.upper, "budget"), (c.lower, "lower bound")):
+                if bound is not None:
+                    ax.axvline(bound, color="C3", linestyle="--", label=f"{name} {bound:g}")
+        if best is not None and metric in (best.get("costs") or {}):
+            ax.scatter([best["costs"][metric]], [best.get("accuracy") or 0.0], marker="*",
+                       s=150, color="C1", label="best reward", zorder=3)
+        finite = cost[np.isfinite(cost)]
+        if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 20:
+            ax.set_xscale("log")
+        ax.set(xlabel=metric, ylabel="validation accuracy", title=f"Accuracy vs {metric}")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        paths.append(out / f"accuracy_vs_{metric}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (lower cost, higher accuracy), by increasing cost."""
+    order = [i for i in np.argsort(cost, kind="stable") if np.isfinite(cost[i])]
+    front, best = [], -np.inf
+    for i in order:
+        if acc[i] > best:
+            front.append(i)
+            best = acc[i]
+    return np.array(front, dtype=int)
+
+
+# -- the final model ------------------------------------------------------------------------------
+def retrain_final(architecture: dict[str, Any], env: gym.Env, epochs: int, out: Path,
+                  env_kwargs: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Train the full-size best architecture from scratch on the whole training split and report
+    its validation and **test** accuracy (the only place the test split is read)."""
+    base = env.unwrapped
+    components = getattr(base, "components", None)
+    if components is None:
+        raise ConfigError(f"the final retraining needs a nas_gym env, got {type(base).__name__}")
+    data = load_data(DataConfig(name=env_kwargs.get("dataset", "digits"),
+                                data_root=env_kwargs.get("data_root"),
+                                download=bool(env_kwargs.get("download", False))),
+                     device=components.device)
+    config = components.train_config.replace(epochs=epochs)
+    arch = full_size(architecture_from_dict(architecture))
+    model = nas_gym.build_model(arch, data.input_shape, data.num_classes, seed=seed)
+    run = train(model, data, config, seed=seed)
+    val_acc, _ = evaluate(model, data.val_x, data.val_y, config.eval_batch_size)
+    test_acc, _ = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
+    report = {"architecture": arch.to_dict(), "searched_architecture": architecture,
+              "epochs": epochs, "status": run.status, "train_seconds": run.train_seconds,
+              "val_accuracy": val_acc, "test_accuracy": test_acc,
+              "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "model": "final/model.pt"}
+    save_model(model.cpu(), out / "final" / "model.pt", input_shape=data.input_shape,
+               num_classes=data.num_classes, extra={"report": report})
+    return report
+
+
+# -- the loop -------------------------------------------------------------------------------------
+class _EvaluationLog(gym.Wrapper):
+    """Writes every finished episode to the JSONL and ``best.json`` and drives the progress bar.
+
+    It sits between the agent and the env and reads only what every agent sees (actions, rewards,
+    terminal ``info``), so the outputs do not depend on which agent runs, third-party ones included.
+    """
+
+    def __init__(self, env: gym.Env, out: Path, start: int, rows: list[dict[str, Any]],
+                 bar: Any) -> None:
+        super().__init__(env)
+        self.out, self.index, self.bar = out, start, bar
+        self.best = max(rows, key=lambda r: r["reward"]) if rows else None
+        self.file = open(out / EVALUATIONS, "a")  # noqa: SIM115 - closed by run_search
+        self._actions: list[int] = []
+        self._return = 0.0
+
+    def reset(self, **kwargs: Any):
+        self._actions, self._return = [], 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any):
+        self._actions.append(int(np.asarray(action).reshape(())))
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        if terminated or truncated:
+            row = _record(Episode(self.index, self._return, self._actions, [], [], dict(info)))
+            self.file.write(json.dumps(row, sort_keys=True) + "\n")
+            self.file.flush()
+            self.index += 1
+            if self.best is None or row["reward"] > self.best["reward"]:
+                self.best = row
+                _write_json(self.out / BEST, {"best": row})
+            if self.bar is not None:
+                self.bar.set_postfix(best_reward=f"{self.best['reward']:.4f}",
+                                     best_acc=f"{self.best.get('accuracy') or 0:.4f}",
+                                     refresh=False)
+                self.bar.update(1)
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+class _Checkpoint(Callback):
+    """Saves the agent after every policy update (its state is consistent there)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_update(self, agent: Agent) -> None:
+        agent.save(self.path)
+
+
+def _check_resume(out: Path, config: SearchConfig) -> None:
+    path = out / CONFIG
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text()).get("config", {})
+    for key in IDENTITY:
+        now = json.loads(json.dumps(getattr(config, key), default=str))
+        if key in saved and saved[key] != now:
+            raise ConfigError(f"--out {str(out)!r} holds a search with {key}={saved[key]!r} "
+                              f"(now {now!r}); use another --out to start a new search")
+
+
+def make_env(config: SearchConfig, out: Path) -> tuple[gym.Env, dict[str, Any]]:
+    kwargs = {"seed": config.seed, **config.env_kwargs, "budget": config.budget}
+    kwargs.setdefault("store", str(out / STORE))
+    try:
+        return gym.make(config.env, **kwargs), kwargs
+    except TypeError as exc:  # an unknown env keyword
+        raise ConfigError(f"--env-kwargs: {config.env} does not accept one of "
+                          f"{sorted(config.env_kwargs)} ({exc})") from None
+
+
+def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, Any]:
+    """Run (or resume) the search described by ``config``; returns ``best.json``'s content.
+
+    :param agent: an agent object to use instead of ``config.agent``: anything with
+        ``learn(env, total_episodes, callback=None)`` (third-party agents included); with
+        ``save`` / ``load`` / ``num_episodes`` too it is checkpointed and resumed.
+    """
+    config.validate()
+    torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, config)
+    env, env_kwargs = make_env(config, out)
+    if agent is None:
+        agent = make_agent(config.agent, seed=config.seed, **config.agent_kwargs)
+    resumable = all(hasattr(agent, a) for a in ("save", "load", "num_episodes"))
+    resumed = 0
+    if resumable and (out / STATE).is_file():
+        agent.load(out / STATE)
+        resumed = int(agent.num_episodes)
+    _truncate_evaluations(out, resumed)
+    previous = read_evaluations(out)
+    _write_json(out / CONFIG, {"config": dataclasses.asdict(config), "env_kwargs": env_kwargs,
+                               "agent_class": f"{type(agent).__module__}.{type(agent).__name__}",
+                               "resumed_at_episode": resumed, "nas_gym": nas_gym.__version__})
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.episodes, initial=min(resumed, config.episodes), unit="arch",
+                   desc=f"{config.agent} on {config.env}", file=sys.stderr, dynamic_ncols=True)
+    logged = _EvaluationLog(env, out, resumed, previous, bar)
+    try:
+        agent.learn(logged, config.episodes,
+                    callback=_Checkpoint(out / STATE) if resumable else None)
+    finally:
+        logged.close()
+        if bar is not None:
+            bar.close()
+    rows = read_evaluations(out)
+    if not rows:
+        raise ConfigError("the search finished without a single episode")
+    best = max(rows, key=lambda r: r["reward"])
+    result: dict[str, Any] = {"best": best, "episodes": len(rows), "out": str(out)}
+    plot_search(out, rows, config.budget, getattr(env.unwrapped, "default_metric", "params"))
+    if config.final_epochs > 0:
+        result["final"] = _final(out, best["architecture"], env, config)
+    _write_json(out / BEST, result)
+    return result
+
+
+def _final(out: Path, architecture: dict[str, Any], env: gym.Env,
+           config: SearchConfig) -> dict[str, Any]:
+    """The final report, reused when a previous run of this folder already made it."""
+    path = out / BEST
+    if path.is_file() and (out / "final" / "model.pt").is_file():
+        done = json.loads(path.read_text()).get("final")
+        if done and done.get("searched_architecture") == architecture \
+                and done.get("epochs") == config.final_epochs:
+            return done
+    return retrain_final(architecture, env, config.final_epochs, out, config.env_kwargs,
+                         seed=config.seed)

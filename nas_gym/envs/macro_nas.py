@@ -1,0 +1,327 @@
+"""``MacroNAS-v0``: the macro layer space of Zoph & Le (2017) and seed 001 (SPEC §1.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+
+from ..arch.macro import FILTERS, HEADS, KERNELS, STRIDES, MacroArchitecture, MacroLayer, conv_out
+from ..errors import ConfigError, bad_value
+from ..hard_budget import HardBudget
+from ..models.macro import macro_costs
+from .base import TokenEnv
+
+CONTINUE, STOP = 0, 1
+#: Seed 001's defaults (its method section) and the simplified space it reports (§4.3).
+DEFAULTS: dict[str, Any] = {"filters": FILTERS, "kernels": KERNELS, "strides": STRIDES,
+                            "min_layers": 1, "max_layers": 8, "skip_connections": False,
+                            "head": "flatten"}
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed001": {**DEFAULTS, "strides": (1,), "min_layers": 5, "max_layers": 5},
+}
+#: Cheap-token rules whose completions the hard budget checks (see ``MacroGrammar.cheap``).
+COMPLETION_RULES = ("early", "thin", "one", "shrink")
+
+
+@dataclass(frozen=True)
+class GrammarState:
+    """Layers closed so far, the actions of the open layer, and the trunk size it reads."""
+
+    layers: tuple[MacroLayer, ...]
+    picks: tuple[int, ...]
+    hw: tuple[int, int]
+    done: bool = False
+
+
+class MacroGrammar:
+    """The token grammar of MacroNAS-v0 as pure functions of a :class:`GrammarState`.
+
+    Layer ``i`` emits, in order: ``filters``, ``kernel``, ``stride`` (each only when it has more
+    than one choice), one ``skip`` per earlier layer ``j = 0 .. i-1`` (1 = "layer j feeds layer
+    i"; only with skip connections), and ``stop`` (1 = stop after this layer; only when
+    ``min_layers <= i + 1 < max_layers``).
+    """
+
+    def __init__(self, filters: tuple[int, ...], kernels: tuple[int, ...],
+                 strides: tuple[int, ...], min_layers: int, max_layers: int, skip: bool,
+                 input_hw: tuple[int, int]) -> None:
+        self.filters, self.kernels, self.strides = filters, kernels, strides
+        self.min_layers, self.max_layers, self.input_hw = min_layers, max_layers, input_hw
+        self.decisions: list[tuple[tuple[str, int], ...]] = []
+        for i in range(max_layers):
+            d = [(name, -1) for name, c in (("filters", filters), ("kernel", kernels),
+                                            ("stride", strides)) if len(c) > 1]
+            d += [("skip", j) for j in range(i)] if skip else []
+            d += [("stop", -1)] if min_layers <= i + 1 < max_layers else []
+            self.decisions.append(tuple(d))
+        self._fmin = filters.index(min(filters))
+        self._kmin = kernels.index(min(kernels))
+
+    def start(self) -> GrammarState:
+        return self._settle(GrammarState((), (), self.input_hw))
+
+    def next(self, st: GrammarState) -> tuple[str, int]:
+        """(token type, earlier layer j for a skip token else -1) of the next decision."""
+        return self.decisions[len(st.layers)][len(st.picks)]
+
+    def valid(self, st: GrammarState) -> list[int]:
+        """Allowed actions: a stride that would shrink the trunk below 1x1 (s > min(h, w)) is out."""
+        kind, _ = self.next(st)
+        if kind == "filters":
+            return list(range(len(self.filters)))
+        if kind == "kernel":
+            return list(range(len(self.kernels)))
+        if kind == "stride":
+            return [a for a, s in enumerate(self.strides) if s <= min(st.hw)]
+        return [0, 1]
+
+    def apply(self, st: GrammarState, action: int) -> GrammarState:
+        return self._settle(GrammarState(st.layers, (*st.picks, action), st.hw))
+
+    def layer(self, i: int, picks: Sequence[int]) -> MacroLayer:
+        """Layer ``i`` from its decisions so far (single-choice fields implied; no skip chosen
+        means the previous layer, or the image for layer 0)."""
+        f, k, s = self.filters[0], self.kernels[0], self.strides[0]
+        chosen = []
+        for (kind, j), a in zip(self.decisions[i], picks, strict=False):
+            if kind == "filters":
+                f = self.filters[a]
+            elif kind == "kernel":
+                k = self.kernels[a]
+            elif kind == "stride":
+                s = self.strides[a]
+            elif kind == "skip" and a == 1:
+                chosen.append(j)
+        return MacroLayer(f, k, s, tuple(chosen) or (() if i == 0 else (i - 1,)))
+
+    def _settle(self, st: GrammarState) -> GrammarState:
+        """Close the open layer once all its decisions are made (repeat for decision-free ones)."""
+        while not st.done and len(st.picks) == len(self.decisions[len(st.layers)]):
+            i = len(st.layers)
+            d = self.decisions[i]
+            layer = self.layer(i, st.picks)
+            stop = st.picks[-1] == STOP if d and d[-1][0] == "stop" else i + 1 >= self.max_layers
+            hw = (conv_out(st.hw[0], layer.kernel, layer.stride),
+                  conv_out(st.hw[1], layer.kernel, layer.stride))
+            st = GrammarState((*st.layers, layer), (), hw, stop)
+        return st
+
+    # -- completions for the hard budget (nas_gym.hard_budget) ---------------------------------
+    def cheap(self, st: GrammarState, rule: str) -> int:
+        """The next token of a cheap completion (a deterministic function of the state).
+
+        Every rule takes the smallest filters and kernel and the largest allowed stride.
+        ``"early"`` reads no skip (so the previous layer) and stops as soon as allowed;
+        ``"thin"`` reads only the narrowest earlier layer (the latest of equals) and stops as soon
+        as allowed; ``"one"`` reads every loose end and stops once the open layer is such a cheap
+        layer (so it adds at most one after the agent's layers); ``"shrink"`` also keeps adding
+        cheap layers while a stride > 1 fits.
+        """
+        kind, j = self.next(st)
+        if kind == "filters":
+            return self._fmin
+        if kind == "kernel":
+            return self._kmin
+        if kind == "stride":
+            return max(self.valid(st), key=self.strides.__getitem__)
+        if kind == "skip":
+            if rule == "thin":
+                narrow = min(range(len(st.layers)), key=lambda m: (st.layers[m].filters, -m))
+                return int(j == narrow)
+            return int(rule != "early" and j in self._loose(st.layers))
+        if rule in ("early", "thin"):
+            return STOP
+        i = len(st.layers)
+        layer = self.layer(i, st.picks)
+        cheap = (layer.filters == self.filters[self._fmin]
+                 and layer.kernel == self.kernels[self._kmin]
+                 and layer.stride == max(self.strides[a] for a in self.valid_strides(st.hw))
+                 and (i == 0 or layer.inputs == self._loose(st.layers)))
+        if rule == "shrink" and cheap:
+            hw = (conv_out(st.hw[0], layer.kernel, layer.stride),
+                  conv_out(st.hw[1], layer.kernel, layer.stride))
+            cheap = max(self.strides[a] for a in self.valid_strides(hw)) == 1
+        return STOP if cheap else CONTINUE
+
+    def valid_strides(self, hw: tuple[int, int]) -> list[int]:
+        return [a for a, s in enumerate(self.strides) if s <= min(hw)]
+
+    @staticmethod
+    def _loose(layers: tuple[MacroLayer, ...]) -> tuple[int, ...]:
+        read = {j for layer in layers for j in layer.inputs}
+        return tuple(i for i in range(len(layers)) if i not in read)
+
+    def complete(self, st: GrammarState, rule: str) -> tuple[MacroLayer, ...]:
+        while not st.done:
+            st = self.apply(st, self.cheap(st, rule))
+        return st.layers
+
+
+def _choices(name: str, value: Any, *, odd: bool = False, with_one: bool = False
+             ) -> tuple[int, ...]:
+    what = "a non-empty sequence of distinct integers >= 1"
+    if odd:
+        what += ", all odd ('same' padding)"
+    if with_one:
+        what += ", containing 1 (so a 1x1 map can always take one more layer)"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise bad_value(name, value, what)
+    vals = tuple(value)
+    if (not vals or len(set(vals)) != len(vals)
+            or any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in vals)
+            or (odd and any(v % 2 == 0 for v in vals)) or (with_one and 1 not in vals)):
+        raise bad_value(name, value, what)
+    return tuple(int(v) for v in vals)
+
+
+def _layers(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise bad_value(name, value, "an integer >= 1")
+    return int(value)
+
+
+class MacroNASEnv(TokenEnv):
+    """Design a plain CNN layer by layer (Zoph & Le 2017; seed 001); the episode reward trains it.
+
+    ## Description
+    Each layer is conv(filters, kernel, stride, "same" padding) -> BN -> ReLU; a head
+    (``"flatten"`` -> linear, as seed 001, or ``"gap"`` -> linear) follows the last layer. With skip
+    connections (Zoph & Le's anchor points) a layer reads any set of earlier layers, concatenated
+    on channels after average-pooling them to the trunk size (the previous layer's output size);
+    a layer that picks no skip reads the previous layer; layers no later layer reads (loose ends)
+    are concatenated into the head, as in Zoph & Le. See ``nas_gym.arch.macro``.
+
+    ## Action Space
+    ``Discrete(n)``, ``n = max(len(filters), len(kernels), len(strides), 2)``, masked per token.
+    Tokens of layer ``i``: ``"filters"`` (action k = ``filters[k]``), ``"kernel"``, ``"stride"``
+    (each emitted only when it has more than one choice), with skip connections one ``"skip"``
+    per earlier layer ``j = 0 .. i-1`` (1 = layer j feeds layer i; ``info["skip_from"]`` = j), then
+    ``"stop"`` (0 = continue, 1 = stop; emitted only when ``min_layers <= i + 1 < max_layers``).
+    A stride larger than the trunk's height or width (the map would shrink below 1x1) is masked.
+    ``info["token_type"]`` names the next decision and ``info["layer"]`` its layer.
+
+    ## Observation Space
+    ``MultiDiscrete([n + 1] * max_tokens)``: emitted tokens + 1, zero padded.
+
+    ## Rewards
+    0 on every token but the last; then seed 001's linear reward
+    ``accuracy - 10e-9 * params - 2.5 * 10e-7 * flops`` (SPEC §3.2, as printed). Any other
+    ``penalty`` of SPEC §3 (``"benas"``, ``"epnas"``, ``"none"``) works with ``budget``.
+
+    ## Starting State
+    An empty token sequence (layers without any decision are filled in at once).
+
+    ## Episode End
+    Terminates after the stop token or the last token of layer ``max_layers``. Never truncates.
+
+    ## Arguments
+    - ``preset``: None or ``"seed001"`` (the simplified space seed 001 reports: five layers, stride
+      1, filters {4, 8, 16, 32}, kernels {1, 3, 5, 7}; train with ``training="seed001"`` for its
+      Adam schedule). Explicit arguments override the preset.
+    - ``filters`` ((4, 8, 16, 32)), ``kernels`` ((1, 3, 5, 7), odd), ``strides`` ((1, 2, 4),
+      must contain 1): the choice sets (seed 001); ``min_layers`` (1), ``max_layers`` (8).
+    - ``skip_connections`` (False, as seed 001): emit Zoph & Le's skip tokens.
+    - ``head``: ``"flatten"`` (seed 001, default) or ``"gap"``.
+    - ``hard_budget`` (False): mask actions after which none of the env's cheap completions meets
+      the budget's upper bounds on params / flops / memory_bytes (SPEC §3.5; costs in closed form,
+      ``nas_gym.models.macro.macro_costs``), so every finished architecture meets them.
+    - the common arguments of every env (SPEC §0): ``budget``, ``penalty``, ``penalty_kwargs``,
+      ``accuracy_transform``, ``dataset``, ``data_root``, ``download``, ``train_size``,
+      ``training``, ``epochs``, ``batch_size``, ``lr``, ``device``, ``evaluator``,
+      ``evaluator_kwargs``, ``store``, ``seed``, ``reject_infeasible``, ``measure_latency``,
+      ``time_limit``, ``invalid_action``.
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    default_metric = "params"
+    default_penalty = "linear"
+    supports_hard_budget = True
+
+    def __init__(self, *, preset: str | None = None, filters: Sequence[int] | None = None,
+                 kernels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
+                 min_layers: int | None = None, max_layers: int | None = None,
+                 skip_connections: bool | None = None, head: str | None = None,
+                 **common: Any) -> None:
+        if preset is not None and preset not in PRESETS:
+            raise bad_value("preset", preset, sorted(PRESETS))
+        given = {"filters": filters, "kernels": kernels, "strides": strides,
+                 "min_layers": min_layers, "max_layers": max_layers,
+                 "skip_connections": skip_connections, "head": head}
+        cfg = {**(PRESETS[preset] if preset else DEFAULTS),
+               **{k: v for k, v in given.items() if v is not None}}
+        self.filters = _choices("filters", cfg["filters"])
+        self.kernels = _choices("kernels", cfg["kernels"], odd=True)
+        self.strides = _choices("strides", cfg["strides"], with_one=True)
+        self.min_layers = _layers("min_layers", cfg["min_layers"])
+        self.max_layers = _layers("max_layers", cfg["max_layers"])
+        if self.max_layers < self.min_layers:
+            raise bad_value("max_layers", self.max_layers,
+                            f"an integer >= min_layers={self.min_layers}")
+        if not isinstance(cfg["skip_connections"], bool):
+            raise bad_value("skip_connections", cfg["skip_connections"], "True or False")
+        if cfg["head"] not in HEADS:
+            raise bad_value("head", cfg["head"], HEADS)
+        self.skip_connections, self.head, self.preset = cfg["skip_connections"], cfg["head"], preset
+        super().__init__(**common)
+        self.grammar = MacroGrammar(self.filters, self.kernels, self.strides, self.min_layers,
+                                    self.max_layers, self.skip_connections, self.input_shape[1:])
+        self.n_actions = max(len(self.filters), len(self.kernels), len(self.strides), 2)
+        self.max_tokens = sum(len(d) for d in self.grammar.decisions)
+        if self.max_tokens == 0:
+            raise ConfigError(
+                f"filters={self.filters}, kernels={self.kernels}, strides={self.strides}, "
+                f"min_layers=max_layers={self.max_layers} and skip_connections=False leave one "
+                "architecture: nothing to search")
+        self._init_spaces()
+        self._state = self.grammar.start()
+        self._budget: HardBudget | None = None
+        if self.hard_budget:
+            self._budget = HardBudget.for_space(
+                self.components.reward.constraints, self.input_shape, self.num_classes,
+                cost_fn=lambda arch: macro_costs(arch, self.input_shape, self.num_classes))
+            self._budget.check_start(self._completions(self._state))
+
+    # -- grammar ---------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._state = self.grammar.start()
+        return super().reset(seed=seed, options=options)
+
+    def _token_type(self) -> str:
+        return self.grammar.next(self._state)[0]
+
+    def _valid(self) -> np.ndarray:
+        mask = np.zeros(self.n_actions, dtype=bool)
+        mask[self.grammar.valid(self._state)] = True
+        return mask
+
+    def _on_token(self, action: int) -> None:
+        self._state = self.grammar.apply(self._state, action)
+
+    def _finished(self) -> bool:
+        return self._state.done
+
+    def _architecture(self) -> MacroArchitecture:
+        return MacroArchitecture(layers=self._state.layers, head=self.head)
+
+    def _step_info(self, invalid: bool) -> dict[str, Any]:
+        info = super()._step_info(invalid)
+        info["layer"] = len(self._state.layers)
+        info["skip_from"] = -1 if self._done else self.grammar.next(self._state)[1]
+        return info
+
+    # -- hard budget (SPEC §3.5) ----------------------------------------------------------------
+    def _completions(self, st: GrammarState) -> list[MacroArchitecture]:
+        layers = dict.fromkeys(self.grammar.complete(st, rule) for rule in COMPLETION_RULES)
+        return [MacroArchitecture(layers=ls, head=self.head) for ls in layers]
+
+    def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
+        if self._budget is None:
+            return valid
+        return self._budget.mask(
+            valid, lambda a: self._completions(self.grammar.apply(self._state, a)))

@@ -1,0 +1,151 @@
+"""The ``"epnas"`` evaluator: EPNAS performance prediction (seed 004, §3.4; SPEC §5).
+
+"By scaling up the batch size, we can use a large learning rate with an aggressive decay, which
+enables accurate ranking with much fewer training epochs ... we also allow the generated networks
+to partially share parameters across steps ... a global dictionary that is shared by all models
+within a batch of searched models."
+
+Two parts, both reused from below, never copied:
+
+1. **Short aggressive training** (:func:`prediction_config`): the env's training config with the
+   batch ``batch_scale`` times larger (EPNAS: 128 -> 1024, x8), capped so an epoch keeps at least
+   ``min_steps_per_epoch`` steps on small datasets (digits: 64 -> 269), the learning rate scaled
+   linearly with the batch (Smith et al., EPNAS [38]; EPNAS: 0.05 -> 0.5), one cosine cycle, and
+   early stopping once validation accuracy has not improved for ``patience`` epochs. The epochs are
+   the env's ``epochs`` (EPNAS "stops at 10 epochs": pass ``epochs=10``). Training itself is
+   :class:`~nas_gym.evaluators.TrainEvaluator` / :func:`nas_gym.training.train`.
+2. **Parameter sharing** (:class:`~nas_gym.param_sharing.ParamShareDict`, keyed by (layer index,
+   op type)): before training ``load_into(model)`` (exact, spliced or padded weights of matching
+   units), after it ``update_from(model, accuracy)`` (on a key clash the more accurate model
+   wins). With a file (``share_path``) every process of a vector env shares one dictionary.
+
+**Store-cache decision.** A prediction depends on the dictionary's state, which no store key can
+capture (it is the history of the search). The evaluator *accepts* the evaluation store's cache:
+an architecture already predicted under the same dictionary is answered from the store, untrained,
+and leaves the dictionary as it is. Two reasons: a step that keeps the network unchanged (EPNAS
+"keep" with no scaling) would otherwise be re-trained from its own stored weights and score higher
+each time, rewarding doing nothing; and a killed search resumes without retraining. To keep
+different dictionaries apart, :meth:`EpnasEvaluator.fingerprint` holds the dictionary's identity
+(``"file:<absolute path>"``, or ``"memory:<random id>"`` for an in-memory one, whose cached results
+are then only reused by this evaluator), plus ``"depends_on": "share_state"`` saying results are
+not a function of the architecture alone.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .arch.base import Architecture
+from .data import DataSplit
+from .errors import bad_value
+from .evaluators import EVALUATORS, EvalResult, TrainEvaluator
+from .models import build_model
+from .param_sharing import ParamShareDict
+from .store import EvaluationStore, default_store_path
+from .training import TrainConfig
+
+SHARE_SUFFIX = ".epnas_share.sqlite"
+
+
+def prediction_config(config: TrainConfig, n_train: int, *, batch_scale: int = 8,
+                      min_steps_per_epoch: int = 4, patience: int | None = 2) -> TrainConfig:
+    """EPNAS §3.4 "performance prediction" training derived from ``config`` for ``n_train``
+    training samples (see the module docstring): larger batch, linearly scaled learning rate,
+    cosine schedule, early stopping after ``patience`` epochs without improvement."""
+    for name, v in (("batch_scale", batch_scale), ("min_steps_per_epoch", min_steps_per_epoch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad_value(name, v, "an integer >= 1")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
+                                 or patience < 1):
+        raise bad_value("patience", patience, "an integer >= 1 or None")
+    base = config.batch_size
+    batch = max(base, min(base * batch_scale, n_train // min_steps_per_epoch))
+    return config.replace(batch_size=batch, lr=config.lr * batch / base, schedule="cosine",
+                          early_stop_patience=patience)
+
+
+def default_share_path(store: Any) -> str | None:
+    """The sharing dictionary's file next to an env's evaluation store (``store=`` argument):
+    ``evaluations.sqlite`` -> ``evaluations.epnas_share.sqlite``; None for ``":memory:"``."""
+    if isinstance(store, EvaluationStore):
+        store = store.path
+    elif store is None:
+        store = default_store_path()
+    path = os.fspath(store) if isinstance(store, (str, os.PathLike)) else None
+    if path is None or path == ":memory:":
+        return None
+    p = Path(path).expanduser().resolve()
+    return str(p.with_name(p.stem + SHARE_SUFFIX))
+
+
+@EVALUATORS.register("epnas")
+class EpnasEvaluator(TrainEvaluator):
+    """EPNAS performance prediction: aggressive short training from shared weights (module doc).
+
+    :param data: the dataset split, on the training device.
+    :param config: the env's training config; :func:`prediction_config` derives the one used.
+    :param time_limit: wall-clock seconds per child (status ``"timeout"`` past it).
+    :param share_path: SQLite file of the sharing dictionary (shared by processes); None keeps it
+        in memory (one process). ``ProgressiveNAS-v0`` defaults it to a file next to its store.
+    :param share: False turns parameter sharing off (aggressive training only); a
+        :class:`ParamShareDict` is used as given (several evaluators of one process).
+    :param batch_scale: batch multiplier (EPNAS: 1024 / 128 = 8); 1 keeps ``config``'s batch.
+    :param min_steps_per_epoch: the enlarged batch keeps at least this many steps per epoch.
+    :param patience: early-stopping patience in epochs (None = train all epochs).
+    :param max_variants: weight sets per key with different shapes (1 = EPNAS).
+    :param pad: what fills dimensions the stored weights lack (``ParamShareDict``).
+    :param report_test: also record test accuracy in ``extra`` (reports only, never rewards).
+    """
+
+    def __init__(self, data: DataSplit, config: TrainConfig, *, time_limit: float | None = None,
+                 share_path: str | os.PathLike[str] | None = None,
+                 share: bool | ParamShareDict = True, batch_scale: int = 8,
+                 min_steps_per_epoch: int = 4, patience: int | None = 2, max_variants: int = 1,
+                 pad: str = "zero_inputs", report_test: bool = False) -> None:
+        n_train = int(data.train_x.shape[0])
+        super().__init__(data, prediction_config(
+            config.validate(), n_train, batch_scale=batch_scale,
+            min_steps_per_epoch=min_steps_per_epoch, patience=patience),
+            time_limit=time_limit, report_test=report_test)
+        if share_path is not None and not isinstance(share_path, (str, os.PathLike)):
+            raise bad_value("share_path", share_path, "a file path or None")
+        self.share: ParamShareDict | None
+        if isinstance(share, ParamShareDict):
+            self.share = share
+        elif isinstance(share, bool):
+            self.share = ParamShareDict(share_path, max_variants=max_variants, pad=pad) \
+                if share else None
+        else:
+            raise bad_value("share", share, "True, False or a ParamShareDict")
+        if self.share is None:
+            self.share_id = None
+        elif self.share.path is not None:
+            self.share_id = f"file:{Path(self.share.path).expanduser().resolve()}"
+        else:
+            self.share_id = f"memory:{uuid.uuid4().hex}"  # in-memory: cache hits only here
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = {**super().fingerprint(), "evaluator": "epnas", "share": self.share_id}
+        if self.share is not None:
+            fp.update(depends_on="share_state", share_pad=self.share.pad,
+                      share_max_variants=self.share.max_variants)
+        return fp
+
+    def evaluate(self, architecture: Architecture, *, seed: int,
+                 model: nn.Module | None = None) -> EvalResult:
+        if model is None:
+            model = build_model(architecture, self.data.input_shape, self.data.num_classes,
+                                seed=seed)
+        loaded = self.share.load_into(model) if self.share is not None else None
+        result = super().evaluate(architecture, seed=seed, model=model)
+        stored: list[str] = []
+        if self.share is not None and result.status in ("ok", "timeout"):
+            stored = self.share.update_from(result.model or model, result.accuracy)["stored"]
+        result.extra.update(share_loaded=loaded, share_stored=stored,
+                            batch_size=self.config.batch_size, lr=self.config.lr)
+        return result
