@@ -10,11 +10,15 @@ through the Gymnasium API, so they are interchangeable with each other and with 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from nas_gym.errors import bad_value
 from nas_gym.registry import Registry
 
 from .base import Agent, Callback, Episode
+from .eas import EASAgent
+from .epnas import EPNASAgent
 from .evolution import RegularizedEvolution
 from .random_search import RandomSearch
 from .reinforce import ReinforceAgent
@@ -28,15 +32,20 @@ AGENTS.register("ppo", PPOAgent)
 AGENTS.register("a2c", A2CAgent)
 AGENTS.register("dqn", DQNAgent)
 AGENTS.register("maskable_ppo", MaskablePPOAgent)
+AGENTS.register("eas", EASAgent)
+AGENTS.register("epnas", EPNASAgent)
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
     """The agent registered as ``name``, built with ``kwargs`` (its keyword-only arguments)."""
     cls = AGENTS.get(name, "agent")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # an unknown keyword: one clear line, like every other bad value
-        raise ValueError(f"agent {name!r} does not accept {sorted(kwargs)}: {exc}") from None
+    accepted = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        for key in kwargs:
+            if key not in accepted:
+                raise bad_value(f"agent {name!r} keyword", key,
+                                [k for k, p in accepted.items() if p.kind is p.KEYWORD_ONLY])
+    return cls(**kwargs)
 
 
 __all__ = ["AGENTS", "A2CAgent", "Agent", "Callback", "DQNAgent", "Episode", "MaskablePPOAgent",

@@ -87,6 +87,23 @@ class Controller(nn.Module):
         self.heads.append(nn.Linear(self.hidden_size, self.n_actions))
         return [*self.embeddings[-1].parameters(), *self.heads[-1].parameters()]
 
+    def step(self, x: torch.Tensor, state: list[tuple[torch.Tensor, torch.Tensor]] | None
+             ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """One LSTM step ``[1, H] -> [1, H]`` with the weights of ``self.lstm`` (``lstm_cell`` per
+        layer: the same function as the batched ``self.lstm``, ~3x faster for one token)."""
+        if state is None:
+            zero = x.new_zeros(1, self.hidden_size)
+            state = [(zero, zero)] * self.lstm.num_layers
+        new = []
+        for layer, hc in enumerate(state):
+            h, c = torch.lstm_cell(x, hc, getattr(self.lstm, f"weight_ih_l{layer}"),
+                                   getattr(self.lstm, f"weight_hh_l{layer}"),
+                                   getattr(self.lstm, f"bias_ih_l{layer}"),
+                                   getattr(self.lstm, f"bias_hh_l{layer}"))
+            new.append((h, c))
+            x = h
+        return x, new
+
     def raw_logits(self, h: torch.Tensor, type_ids: torch.Tensor,
                    anchors: torch.Tensor | None, has_anchor: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, n_actions]`` of ``N`` decisions (before the tanh squash and the mask)."""
@@ -108,7 +125,7 @@ class _Context:
     """The controller's state inside one episode (``predict``'s recurrent state)."""
 
     x: torch.Tensor
-    hc: tuple[torch.Tensor, torch.Tensor] | None = None
+    hc: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     types: list[str] = field(default_factory=list)
     outs: list[torch.Tensor] = field(default_factory=list)
 
@@ -218,16 +235,18 @@ class ReinforceAgent(Agent):
         ctx = state if state is not None else _Context(x=c.start.detach())
         mask = torch.as_tensor(np.asarray(info["action_mask"]), dtype=torch.bool).unsqueeze(0)
         token_type = str(info.get("token_type", "action"))
+        type_id = self._type_id(token_type)
         with torch.no_grad():
-            out, ctx.hc = c.lstm(ctx.x.view(1, 1, -1), ctx.hc)
-            h = out[0]
+            h, ctx.hc = c.step(ctx.x.view(1, -1), ctx.hc)
             ctx.types.append(token_type)
             ctx.outs.append(h[0])
-            type_id = self._type_id(token_type)
-            anchor = anchor_plan(ctx.types, self.skip_token_type, self.anchor_token_type)[-1]
-            raw = c.raw_logits(h, torch.tensor([type_id]),
-                               ctx.outs[anchor].unsqueeze(0) if anchor >= 0 else None,
-                               torch.tensor([anchor >= 0]))
+            anchor = anchor_plan(ctx.types, self.skip_token_type, self.anchor_token_type)[-1] \
+                if token_type == self.skip_token_type else -1
+            if anchor >= 0:  # the same computation as raw_logits, for one decision
+                raw = c.raw_logits(h, torch.tensor([type_id]), ctx.outs[anchor].unsqueeze(0),
+                                   torch.tensor([True]))
+            else:
+                raw = c.heads[type_id](h)
             p, _ = self._log_probs(raw, mask)
             if deterministic:
                 action = int(p[0].argmax())

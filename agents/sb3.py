@@ -24,6 +24,7 @@ DQN's replay buffer.
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -139,6 +140,12 @@ class SB3Agent(Agent):
             raise bad_value("algorithm", algorithm, sorted(ALGORITHMS))
         self.algorithm, self.name = algorithm, algorithm
         self.cls, defaults = ALGORITHMS[algorithm]
+        reserved = {"policy", "env", "seed", "device", "verbose"}  # set by the adapter
+        accepted = [k for k in inspect.signature(self.cls).parameters
+                    if k not in reserved and not k.startswith("_")]
+        for key in algo_kwargs:
+            if key not in accepted:
+                raise bad_value(f"agent {algorithm!r} keyword", key, sorted(accepted))
         self.policy, self.device = policy, device
         self.algo_kwargs = {**defaults, **algo_kwargs}
         self.model: BaseAlgorithm | None = None
@@ -169,12 +176,8 @@ class SB3Agent(Agent):
         recorder = _Recorder(env, self._episode_done(cb))
         vec = DummyVecEnv([lambda: recorder])
         if self.model is None:
-            try:
-                self.model = self.cls(self.policy, vec, seed=self.seed, device=self.device,
-                                      verbose=0, **self.algo_kwargs)
-            except TypeError as exc:  # an unknown keyword: name it like every other bad value
-                raise bad_value("agent_kwargs", sorted(self.algo_kwargs),
-                                f"keywords of {self.cls.__name__} ({exc})") from None
+            self.model = self.cls(self.policy, vec, seed=self.seed, device=self.device,
+                                  verbose=0, **self.algo_kwargs)
         else:
             self.model.set_env(vec)
         if not self._env_seeded:

@@ -151,9 +151,10 @@ def add_search(sub: Any) -> None:
                        description="Run an agent on a nas_gym env; every output goes to --out "
                                    "(run again with the same --out to resume).")
     p.add_argument("--config", help="YAML or JSON file with SearchConfig fields")
-    docs = field_docs(SearchConfig)
+    docs, defaults = field_docs(SearchConfig), dataclasses.asdict(SearchConfig())
     for f in dataclasses.fields(SearchConfig):
-        flag, help_ = "--" + f.name.replace("_", "-"), docs.get(f.name, "")
+        flag = "--" + f.name.replace("_", "-")
+        help_ = docs.get(f.name, "").replace("``", "") + f" [default: {defaults[f.name]}]"
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif f.name == "budget":
@@ -165,7 +166,8 @@ def add_search(sub: Any) -> None:
             p.add_argument(flag, metavar=f.name.upper(), help=help_)
     group = p.add_argument_group("env arguments (shortcuts into --env-kwargs)")
     for name, (_, help_) in ENV_SHORTCUTS.items():
-        group.add_argument("--" + name.replace("_", "-"), dest=f"env_{name}", help=help_)
+        group.add_argument("--" + name.replace("_", "-"), dest=f"env_{name}",
+                           metavar=name.upper(), help=help_)
     group.add_argument("-E", "--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
                        help="any env keyword (repeatable), e.g. -E max_blocks=4 -E ops=nasnet")
     p.add_argument("-A", "--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
@@ -225,7 +227,8 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"{result['episodes']})")
     final = result.get("final")
     if final:
-        print(f"final: {final['epochs']} epochs at full size, test accuracy "
+        epochs = f"{final['epochs']} epoch{'s' if final['epochs'] != 1 else ''}"
+        print(f"final: {epochs} at full size, test accuracy "
               f"{final['test_accuracy']:.4f}, params {final['params']:,} -> "
               f"{Path(config.out) / final['model']}")
     print(f"outputs: {config.out}/ (evaluations.jsonl, best.json, config.json, *.png)")

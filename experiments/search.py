@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +43,6 @@ from agents.base import Agent, Callback, Episode
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.checkpoint import save_model
 from nas_gym.costs import COST_METRICS
-from nas_gym.data import DataConfig, load_data
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.registry import Registry
 from nas_gym.rewards import parse_budget
@@ -74,7 +74,7 @@ class SearchConfig:
     """Keywords of the agent (e.g. ``batch_episodes``, ``prob_floor``, ``n_steps``)."""
     seed: int = 0
     """Seed of the agent and of child training (the env's ``seed`` unless env_kwargs sets it)."""
-    final_epochs: int = 5
+    final_epochs: int = 8
     """Retrain the best architecture at full size for this many epochs and report its test
     accuracy (0: skip)."""
     threads: int = 1
@@ -215,17 +215,15 @@ def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
 
 # -- the final model ------------------------------------------------------------------------------
 def retrain_final(architecture: dict[str, Any], env: gym.Env, epochs: int, out: Path,
-                  env_kwargs: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """Train the full-size best architecture from scratch on the whole training split and report
-    its validation and **test** accuracy (the only place the test split is read)."""
+                  seed: int = 0) -> dict[str, Any]:
+    """Train the full-size best architecture from scratch on the search's training split (the
+    env's data: ``train_size`` applies) with the env's training config for ``epochs`` epochs, and
+    report its validation and **test** accuracy (the only place the test split is read)."""
     base = env.unwrapped
     components = getattr(base, "components", None)
     if components is None:
         raise ConfigError(f"the final retraining needs a nas_gym env, got {type(base).__name__}")
-    data = load_data(DataConfig(name=env_kwargs.get("dataset", "digits"),
-                                data_root=env_kwargs.get("data_root"),
-                                download=bool(env_kwargs.get("download", False))),
-                     device=components.device)
+    data = components.data
     config = components.train_config.replace(epochs=epochs)
     arch = full_size(architecture_from_dict(architecture))
     model = nas_gym.build_model(arch, data.input_shape, data.num_classes, seed=seed)
@@ -315,8 +313,10 @@ def make_env(config: SearchConfig, out: Path) -> tuple[gym.Env, dict[str, Any]]:
     try:
         return gym.make(config.env, **kwargs), kwargs
     except TypeError as exc:  # an unknown env keyword
-        raise ConfigError(f"--env-kwargs: {config.env} does not accept one of "
-                          f"{sorted(config.env_kwargs)} ({exc})") from None
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        name = repr(found.group(1)) if found else f"one of {sorted(config.env_kwargs)}"
+        raise ConfigError(f"--env-kwargs: {config.env} does not accept the keyword {name}") \
+            from None
 
 
 def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, Any]:
@@ -331,9 +331,9 @@ def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, A
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, config)
-    env, env_kwargs = make_env(config, out)
     if agent is None:
         agent = make_agent(config.agent, seed=config.seed, **config.agent_kwargs)
+    env, env_kwargs = make_env(config, out)
     resumable = all(hasattr(agent, a) for a in ("save", "load", "num_episodes"))
     resumed = 0
     if resumable and (out / STATE).is_file():
@@ -379,5 +379,4 @@ def _final(out: Path, architecture: dict[str, Any], env: gym.Env,
         if done and done.get("searched_architecture") == architecture \
                 and done.get("epochs") == config.final_epochs:
             return done
-    return retrain_final(architecture, env, config.final_epochs, out, config.env_kwargs,
-                         seed=config.seed)
+    return retrain_final(architecture, env, config.final_epochs, out, seed=config.seed)

@@ -8,7 +8,7 @@
   training step keeps for the backward pass), float32.
 - ``compute_intensity``: FLOPs per byte moved (EPNAS Table 5), bytes moved = parameter bytes + the
   bytes each leaf module reads and writes.
-- ``latency_ms``: measured, mean of 7 timed batch-1 forward passes on the eval device after
+- ``latency_ms``: measured, mean of 5 timed batch-1 forward passes on the eval device after
   warm-up (``torch.utils.benchmark``).
 - ``train_seconds``: measured by the training loop; known only after training (B-ENAS).
 
@@ -75,7 +75,7 @@ def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, fl
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...],
-                    device: torch.device | str = "cpu", *, runs: int = 7) -> float:
+                    device: torch.device | str = "cpu", *, runs: int = 5) -> float:
     """Milliseconds of one batch-1 eval-mode forward pass on ``device``: the mean over ``runs``
     timed passes (``torch.utils.benchmark.Timer.timeit``, which warms up and synchronises CUDA).
     One timed block rather than a median of separate calls: each ``timeit`` call warms up again,

@@ -3,6 +3,8 @@ evaluator -> store -> reward -> terminal info (STYLE: data flows one way)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +18,8 @@ from .evaluators import EvalResult
 from .models import build_model
 from .rewards import Reward
 from .store import EvaluationStore, evaluation_key
+
+_HOST = socket.gethostname()
 
 
 def evaluator_fingerprint(evaluator: Any) -> dict[str, Any]:
@@ -85,6 +89,8 @@ class EvaluationPipeline:
                           "message": "pre-training costs break the budget; not trained",
                           "costs": costs}
             else:
+                # in flight until put() clears it: a killed search knows what it must redo
+                self.store.mark_started(key, worker=f"{_HOST}:{os.getpid()}")
                 result = EvalResult.coerce(self.evaluator.evaluate(
                     arch, seed=seed, model=model if needs_model else None))
                 costs["train_seconds"] = result.train_seconds

@@ -131,3 +131,4 @@ class TrainEvaluator(Evaluator):
         return EvalResult(accuracy=acc, status=run.status, train_seconds=run.train_seconds,
                           val_loss=loss, epochs=run.epochs, message=run.message, extra=extra,
                           model=model)
+from . import evaluators_table  # noqa: E402, F401  (registers "table")

@@ -9,15 +9,26 @@ Two parts, both reused from below, never copied:
 
 1. **Short aggressive training** (:func:`prediction_config`): the env's training config with the
    batch ``batch_scale`` times larger (EPNAS: 128 -> 1024, x8), capped so an epoch keeps at least
-   ``min_steps_per_epoch`` steps on small datasets (digits: 64 -> 269), the learning rate scaled
-   linearly with the batch (Smith et al., EPNAS [38]; EPNAS: 0.05 -> 0.5), one cosine cycle, and
-   early stopping once validation accuracy has not improved for ``patience`` epochs. The epochs are
-   the env's ``epochs`` (EPNAS "stops at 10 epochs": pass ``epochs=10``). Training itself is
-   :class:`~nas_gym.evaluators.TrainEvaluator` / :func:`nas_gym.training.train`.
+   ``min_steps_per_epoch`` steps (EPNAS keeps 44 at batch 1024 on CIFAR-10's 45k images), the
+   learning rate scaled linearly with the batch (Smith et al., EPNAS [38]; EPNAS: 0.05 -> 0.5),
+   one cosine cycle over ``epochs_fraction`` of the env's ``epochs`` (EPNAS "early stop at 10
+   epochs" of 20: 0.5), and early stopping once validation accuracy has not improved for
+   ``patience`` epochs. Training itself is :class:`~nas_gym.evaluators.TrainEvaluator` /
+   :func:`nas_gym.training.train`.
+
+   **Decision (small datasets):** with the default floor of 32 steps per epoch the batch of
+   CIFAR-10 grows as in the paper (128 -> 1024) but digits' (1079 images, batch 64 = 6% of the set,
+   already a larger share than EPNAS's 1024 / 45k = 2.3%) stays as it is. Measured on CPU
+   (``experiments/benchmarks/epnas_speed.py``): batch 134 or 269 with the scaled lr trained no
+   faster per epoch and lost 20-30 points of validation accuracy in the short run, so on digits
+   the prediction is "half the epochs + shared weights". ``min_steps_per_epoch=8`` restores the
+   large batch there.
 2. **Parameter sharing** (:class:`~nas_gym.param_sharing.ParamShareDict`, keyed by (layer index,
    op type)): before training ``load_into(model)`` (exact, spliced or padded weights of matching
    units), after it ``update_from(model, accuracy)`` (on a key clash the more accurate model
-   wins). With a file (``share_path``) every process of a vector env shares one dictionary.
+   wins). With a file (``share_path``) every process of a vector env shares one dictionary; the
+   processes' updates then interleave in time order, so such a run is not bit-reproducible (one
+   process with a fresh dictionary is).
 
 **Store-cache decision.** A prediction depends on the dictionary's state, which no store key can
 capture (it is the history of the search). The evaluator *accepts* the evaluation store's cache:
@@ -33,6 +44,7 @@ not a function of the architecture alone.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path
@@ -53,20 +65,28 @@ SHARE_SUFFIX = ".epnas_share.sqlite"
 
 
 def prediction_config(config: TrainConfig, n_train: int, *, batch_scale: int = 8,
-                      min_steps_per_epoch: int = 4, patience: int | None = 2) -> TrainConfig:
+                      min_steps_per_epoch: int = 32, epochs_fraction: float = 0.5,
+                      patience: int | None = 2) -> TrainConfig:
     """EPNAS §3.4 "performance prediction" training derived from ``config`` for ``n_train``
     training samples (see the module docstring): larger batch, linearly scaled learning rate,
-    cosine schedule, early stopping after ``patience`` epochs without improvement."""
+    ``ceil(epochs * epochs_fraction)`` epochs of one cosine cycle, early stopping after
+    ``patience`` epochs without improvement."""
     for name, v in (("batch_scale", batch_scale), ("min_steps_per_epoch", min_steps_per_epoch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise bad_value(name, v, "an integer >= 1")
+    if isinstance(epochs_fraction, bool) or not isinstance(epochs_fraction, (int, float)) \
+            or not 0 < epochs_fraction <= 1:
+        raise bad_value("epochs_fraction", epochs_fraction, "a number in (0, 1]")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                  or patience < 1):
         raise bad_value("patience", patience, "an integer >= 1 or None")
     base = config.batch_size
     batch = max(base, min(base * batch_scale, n_train // min_steps_per_epoch))
+    epochs = max(1, math.ceil(config.epochs * epochs_fraction))
+    if patience is not None and patience >= epochs:
+        patience = None  # it could never stop early: skip the per-epoch validation passes
     return config.replace(batch_size=batch, lr=config.lr * batch / base, schedule="cosine",
-                          early_stop_patience=patience)
+                          epochs=epochs, early_stop_patience=patience)
 
 
 def default_share_path(store: Any) -> str | None:
@@ -96,7 +116,8 @@ class EpnasEvaluator(TrainEvaluator):
         :class:`ParamShareDict` is used as given (several evaluators of one process).
     :param batch_scale: batch multiplier (EPNAS: 1024 / 128 = 8); 1 keeps ``config``'s batch.
     :param min_steps_per_epoch: the enlarged batch keeps at least this many steps per epoch.
-    :param patience: early-stopping patience in epochs (None = train all epochs).
+    :param epochs_fraction: share of the env's ``epochs`` trained (EPNAS: 10 / 20 = 0.5).
+    :param patience: early-stopping patience in epochs (None = train all those epochs).
     :param max_variants: weight sets per key with different shapes (1 = EPNAS).
     :param pad: what fills dimensions the stored weights lack (``ParamShareDict``).
     :param report_test: also record test accuracy in ``extra`` (reports only, never rewards).
@@ -105,12 +126,14 @@ class EpnasEvaluator(TrainEvaluator):
     def __init__(self, data: DataSplit, config: TrainConfig, *, time_limit: float | None = None,
                  share_path: str | os.PathLike[str] | None = None,
                  share: bool | ParamShareDict = True, batch_scale: int = 8,
-                 min_steps_per_epoch: int = 4, patience: int | None = 2, max_variants: int = 1,
-                 pad: str = "zero_inputs", report_test: bool = False) -> None:
+                 min_steps_per_epoch: int = 32, epochs_fraction: float = 0.5,
+                 patience: int | None = 2, max_variants: int = 1, pad: str = "zero_inputs",
+                 report_test: bool = False) -> None:
         n_train = int(data.train_x.shape[0])
         super().__init__(data, prediction_config(
             config.validate(), n_train, batch_scale=batch_scale,
-            min_steps_per_epoch=min_steps_per_epoch, patience=patience),
+            min_steps_per_epoch=min_steps_per_epoch, epochs_fraction=epochs_fraction,
+            patience=patience),
             time_limit=time_limit, report_test=report_test)
         if share_path is not None and not isinstance(share_path, (str, os.PathLike)):
             raise bad_value("share_path", share_path, "a file path or None")

@@ -1,8 +1,9 @@
 """Weight lineage of ``Net2Net-v0``: checkpoints, replayable transforms, export and EAS stages.
 
-- Checkpoints: ``{"architecture", "state_dict", "input_shape", "key"}`` written with ``torch.save``
-  (:func:`save_checkpoint`; readable with ``weights_only=True``); the store's weights table holds
-  the same bytes. A checkpoint is a valid ``start_net=``.
+- Checkpoints: in memory ``{"architecture", "state_dict", "input_shape", "key"}`` (``key``: the
+  net's store key); the store's weights table holds them as ``torch.save`` bytes
+  (:func:`checkpoint_bytes`, read with ``weights_only=True``); on disk the project's format of
+  :mod:`nas_gym.checkpoint` (:func:`export_model`). All three are valid ``start_net=``.
 - :func:`apply_transform` applies one transform record (as the env writes them into the store's
   ``transform`` column) exactly; :func:`replay` rebuilds a stored child from its parent.
 - Stages (EAS §"Start with Small Network"): :func:`best_child`, :func:`next_stage_start`,
@@ -18,7 +19,7 @@ Example -- two stages of masked random search::
     import gymnasium as gym
     import numpy as np
     import nas_gym
-    from nas_gym.stages import load_weights, run_stages
+    from nas_gym.stages import export_model, run_stages
     from nas_gym.store import EvaluationStore
 
     store = EvaluationStore("eas.sqlite")  # one store for all stages: the lineage crosses them
@@ -28,7 +29,7 @@ Example -- two stages of masked random search::
         lambda obs, info: int(rng.choice(np.flatnonzero(info["action_mask"]))),
         n_stages=2, episodes=10)
     best = stages[-1]["best"]                      # a store record: key, architecture, result ...
-    model = load_weights(store, best["key"], (1, 8, 8), 10)   # export its trained weights
+    export_model(store, best["key"], "best/model.pt", input_shape=(1, 8, 8), num_classes=10)
     store.lineage(best["key"])                     # start net -> stage-1 best -> best: transforms
 
 With an agent of your own, the loop is yours and only :func:`next_stage_start` is needed::
@@ -44,8 +45,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +56,7 @@ import torch
 from torch import nn
 
 from .arch.plain import PlainCNN
+from .checkpoint import load_model, save_model, sidecar_path
 from .data import DataSplit
 from .errors import ConfigError, bad_value
 from .models import build_model
@@ -61,8 +65,8 @@ from .store import EvaluationStore
 from .training import TrainConfig, train
 from .transforms import deepen, widen
 
-__all__ = ["apply_transform", "best_child", "checkpoint_bytes", "load_checkpoint", "load_weights",
-           "model_from_checkpoint", "next_stage_start", "replay", "run_stages", "save_checkpoint",
+__all__ = ["apply_transform", "best_child", "checkpoint_bytes", "export_model", "load_checkpoint",
+           "load_weights", "model_from_checkpoint", "next_stage_start", "replay", "run_stages",
            "stage_checkpoint"]
 
 
@@ -86,24 +90,38 @@ def checkpoint_bytes(model: nn.Module, *, key: str | None = None) -> bytes:
     return buf.getvalue()
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, key: str | None = None) -> None:
-    """Write the checkpoint of ``model`` to ``path`` (a valid ``start_net=`` of Net2Net-v0)."""
-    with open(path, "wb") as f:
-        f.write(checkpoint_bytes(model, key=key))
+def export_model(store: EvaluationStore, key: str, path: str | os.PathLike, *,
+                 input_shape: tuple[int, int, int], num_classes: int) -> Path:
+    """Write the stored weights of ``key`` with :func:`nas_gym.checkpoint.save_model` (``model.pt``
+    + ``model.json``, whose extra field ``store_key`` keeps the lineage when the file is used as a
+    ``start_net=``); returns the state-dict path."""
+    model = load_weights(store, key, input_shape, num_classes)
+    record = store.get(key) or {}
+    return save_model(model, path, input_shape=input_shape, num_classes=num_classes,
+                      extra={"store_key": key, "accuracy": record.get("accuracy")})
 
 
 def load_checkpoint(source: Any, *, arg: str = "checkpoint") -> dict[str, Any]:
-    """A checkpoint dict from a path, ``bytes`` or an already loaded dict (validated keys);
-    ``arg`` names the argument in error messages."""
+    """A checkpoint dict ``{"architecture", "state_dict", "key"}`` from a file written by
+    :func:`nas_gym.checkpoint.save_model` (the ``model.pt``, its ``model.json`` or their folder;
+    ``key`` from the sidecar's ``store_key``), from :func:`checkpoint_bytes` output, or from an
+    already loaded dict (validated keys). ``arg`` names the argument in error messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = torch.load(io.BytesIO(bytes(source)), map_location="cpu", weights_only=True)
     elif isinstance(source, (str, os.PathLike)):
-        if not os.path.isfile(source):
-            raise bad_value(arg, source, "an existing checkpoint file (see save_checkpoint)")
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        try:
+            model = load_model(source)
+        except (ConfigError, OSError) as exc:
+            raise bad_value(arg, source, "a model saved by nas_gym.checkpoint.save_model "
+                                         f"(model.pt + model.json) [{exc}]") from None
+        meta = json.loads(sidecar_path(Path(source) / "model.pt" if Path(source).is_dir()
+                                       else source).read_text())
+        return {"architecture": model.architecture.to_dict(), "state_dict": model.state_dict(),
+                "key": meta.get("store_key")}
     if not isinstance(source, Mapping) or not {"architecture", "state_dict"} <= set(source):
         raise bad_value(arg, type(source).__name__,
-                        "a dict with 'architecture' and 'state_dict' (see save_checkpoint)")
+                        "a dict with 'architecture' and 'state_dict', bytes from checkpoint_bytes, "
+                        "or a path written by nas_gym.checkpoint.save_model")
     return dict(source)
 
 

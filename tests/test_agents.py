@@ -16,8 +16,9 @@ from nas_gym.store import EvaluationStore
 DIGITS = (1, 8, 8), 10
 #: cheap but real child training, per env (tiny training split, one epoch, small spaces).
 FAST: dict[str, dict] = {
-    "CellNAS-v0": {"max_blocks": 3, "channels": 4},
+    "CellNAS-v0": {"max_blocks": 3},
     "MacroNAS-v0": {"max_layers": 3, "skip_connections": True},
+    "ProgressiveNAS-v0": {"max_transforms": 2},
 }
 COMMON = {"dataset": "digits", "epochs": 1, "train_size": 32, "batch_size": 32,
           "measure_latency": False}
@@ -75,6 +76,17 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
     return gym.make(env_id, **{**COMMON, **FAST.get(env_id, {}), **kwargs})
 
 
+_SHARED: dict[str, gym.Env] = {}
+
+
+def shared_env(env_id: str) -> gym.Env:
+    """One env per id for the agent matrix: its store (and a transform env's trained start net)
+    serve every agent, so an architecture two agents both try trains once."""
+    if env_id not in _SHARED:
+        _SHARED[env_id] = make_env(env_id, store=":memory:")
+    return _SHARED[env_id]
+
+
 def agent_ids() -> list:
     return [pytest.param(a, e, id=f"{a}-{e}") for e in nas_gym.ENV_IDS for a in AGENTS]
 
@@ -93,11 +105,11 @@ def test_agent_runs_64_steps_respects_masks_and_best_builds(name, env_id) -> Non
     cls = type(agent)
     if cls.supported_envs is not None and env_id not in cls.supported_envs:
         pytest.skip(f"{name} does not drive {env_id}")
-    env = GymAPIOnly(make_env(env_id, store=":memory:"))
+    env = GymAPIOnly(shared_env(env_id))
     seen = []
     episodes = 0
     while env.steps < 64:
-        episodes += 2
+        episodes += 1
         agent.learn(env, episodes, callback=seen.append)  # learn again: continues to the total
     assert agent.num_episodes == episodes == len(seen) == env.episodes
     assert [e.index for e in seen] == list(range(episodes))
@@ -141,6 +153,20 @@ def test_reinforce_resumes_exactly(tmp_path) -> None:
         return arch
 
     assert run(None) == run(4)
+
+
+def test_controller_step_matches_the_batched_lstm() -> None:
+    """Sampling runs the LSTM one token at a time; learning re-runs it batched: same function."""
+    agent = ReinforceAgent(seed=0)
+    agent._build(5)
+    x = torch.randn(7, agent.hidden_size)
+    batched, _ = agent.controller.lstm(x.unsqueeze(0))
+    state, steps = None, []
+    with torch.no_grad():
+        for t in range(7):
+            h, state = agent.controller.step(x[t: t + 1], state)
+            steps.append(h[0])
+    assert torch.allclose(torch.stack(steps), batched[0].detach(), atol=1e-6)
 
 
 def test_anchor_plan_points_skips_at_earlier_layers() -> None:
@@ -195,9 +221,9 @@ def test_reinforce_beats_random_search_on_a_hidden_formula() -> None:
         for name in last:
             env = gym.make("CellNAS-v0", evaluator=HiddenFormula(), store=store,
                            measure_latency=False, min_blocks=1, max_blocks=1)
-            rewards = []
-            make_agent(name, seed=seed).learn(env, 200, callback=lambda e: rewards.append(e.reward))
-            last[name].append(np.mean(rewards[-50:]))
+            episodes = []
+            make_agent(name, seed=seed).learn(env, 200, callback=episodes.append)
+            last[name].append(np.mean([e.reward for e in episodes[-50:]]))
     rl, rnd = np.array(last["reinforce"]), np.array(last["random"])
     assert rl.mean() > rnd.mean() + 0.04, (rl, rnd)
     assert (rl > rnd).sum() >= 4, (rl, rnd)

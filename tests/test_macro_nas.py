@@ -304,6 +304,7 @@ def test_bad_input_raises_at_make(kwargs, needle) -> None:
                                      {"filters": 4, "kernel": 3, "inputs": []}]},
         {"kind": "macro", "layers": [{"filters": 4, "kernel": 3}], "head": "pool"},
         {"kind": "macro", "layers": [{"kernel": 3}]},
+        {"kind": "macro", "layers": ["conv"]},
     ],
 )
 def test_build_model_rejects_malformed_macro_architectures(arch) -> None:

@@ -11,15 +11,16 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import nas_gym
 from nas_gym.arch.plain import DIGITS_START_NET, ConvLayer, FCLayer, PlainCNN, PoolLayer
+from nas_gym.checkpoint import load_model, save_model
 from nas_gym.errors import ConfigError, InvalidActionError
 from nas_gym.evaluation import EvaluationPipeline
 from nas_gym.evaluators import TrainEvaluator
 from nas_gym.stages import (
     best_child,
+    export_model,
     load_weights,
     replay,
     run_stages,
-    save_checkpoint,
 )
 from nas_gym.store import EvaluationStore
 from nas_gym.transforms import legal_deepen_positions, legal_widen_layers
@@ -51,6 +52,18 @@ def test_check_env_gymnasium_and_sb3() -> None:
     env = make(max_deeper=2, max_wider=1)
     gym_check_env(env, skip_render_check=True)
     sb3_check_env(env, warn=True)
+
+
+@pytest.mark.parametrize("algo", ["MaskablePPO", "PPO", "DQN"])
+def test_sb3_algorithms_run_unchanged(algo: str) -> None:
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import DQN, PPO
+
+    cls, kwargs = {"MaskablePPO": (MaskablePPO, {"n_steps": 16, "batch_size": 8}),
+                   "PPO": (PPO, {"n_steps": 16, "batch_size": 8}),
+                   "DQN": (DQN, {"learning_starts": 4})}[algo]
+    env = gym.make("Net2Net-v0", **{**FAST, "max_deeper": 2, "max_wider": 1})
+    cls("MlpPolicy", env, seed=0, **kwargs).learn(16)
 
 
 def test_action_layout_and_masks() -> None:
@@ -178,9 +191,9 @@ def test_start_net_from_architecture_and_checkpoint(tmp_path) -> None:
     env = make(start_net=arch.to_dict(), max_deeper=1, max_wider=1)
     env.reset(seed=0)
     assert env.start_arch == arch and env.max_layers == 5
-    path = tmp_path / "start.pt"
-    save_checkpoint(env._start_model, path, key=None)
-    other = make(start_net=str(path), max_deeper=1, max_wider=1)
+    path = save_model(env._start_model, tmp_path / "start" / "model.pt",
+                      input_shape=env.input_shape, num_classes=env.num_classes)
+    other = make(start_net=str(path.parent), max_deeper=1, max_wider=1)  # a new store
     other.reset(seed=0)
     x = env.data.val_x[:16]
     with torch.no_grad():
@@ -188,6 +201,15 @@ def test_start_net_from_architecture_and_checkpoint(tmp_path) -> None:
     root = [r for r in other.store.records() if r["key"] == other.start_key]  # a lineage root
     assert root[0]["parent"] is None and root[0]["fingerprint"]["evaluator"] == "checkpoint"
     assert root[0]["result"]["accuracy"] == env.store.get(env.start_key)["accuracy"]
+    # an exported child of this store, used as a start net with the same store, is the parent
+    _, info = rollout(env, np.random.default_rng(0), seed=0)
+    exported = export_model(env.store, info["store_key"], tmp_path / "child" / "model.pt",
+                            input_shape=env.input_shape, num_classes=env.num_classes)
+    assert load_model(exported).architecture.to_dict() == info["architecture"]
+    child = make(start_net=exported, store=env.store, max_deeper=1, max_wider=1)
+    _, info2 = rollout(child, np.random.default_rng(0), seed=0)
+    assert child.start_key == info["store_key"] and info2["parent"] == info["store_key"]
+    assert len(env.store.lineage(info2["store_key"])) == 3
 
 
 def test_start_weights_are_trained_once_per_store(tmp_path) -> None:
@@ -234,6 +256,14 @@ def test_reuse_pays_on_digits(seed: int) -> None:
     scratch, _ = pipeline.evaluate(nas_gym.architecture_from_dict(info["architecture"]),
                                    seed=seed)
     assert info["accuracy"] >= scratch["accuracy"], (info["accuracy"], scratch["accuracy"])
+
+
+def test_reuse_benchmark_smoke(capsys) -> None:
+    from experiments.benchmarks.net2net_reuse import main
+
+    rows = main(["--seeds", "1", "--max-epochs", "1", "--start-epochs", "1", "--train-size", "100"])
+    assert len(rows) == 1 and rows[0]["e_scratch"] == 1
+    assert "ratio" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

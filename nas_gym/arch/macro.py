@@ -22,6 +22,7 @@ skip connections off every layer reads the previous one and only the last layer 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,9 @@ class MacroArchitecture(Architecture):
     def from_dict(cls, data: dict[str, Any]) -> MacroArchitecture:
         layers = []
         for i, layer in enumerate(data["layers"]):
+            if not isinstance(layer, Mapping):
+                raise TypeError(f"layer {i} must be a dict with filters, kernel, stride, inputs; "
+                                f"got {layer!r}")
             inputs = layer.get("inputs")
             if inputs is None:  # hand-written dicts may leave the plain chain implicit
                 inputs = () if i == 0 else (i - 1,)

@@ -12,18 +12,20 @@ from typing import Any
 
 import torch
 
-from .. import evaluators_epnas  # noqa: F401  (registers evaluator="epnas")
+from .. import evaluators_epnas, evaluators_shared  # noqa: F401  (register "epnas", "shared")
 from ..data import DataConfig, DataSplit, load_data
 from ..device import resolve_device
 from ..errors import bad_value
 from ..evaluation import EvaluationPipeline
 from ..evaluators import EVALUATORS
+from ..parallel import EvaluatorSpec, RayEvaluator, check_backend_kwargs
 from ..rewards import PENALTIES, Reward, parse_budget
 from ..store import EvaluationStore, open_store
 from ..training import PRESETS, TrainConfig, get_preset
 
 INVALID_ACTION_MODES = ("remap", "raise")
 PENALTY_KWARGS = ("alpha", "beta", "p", "weights")
+STATEFUL_EVALUATORS = ("shared", "epnas")  # hold weights across children: one process only
 
 
 @dataclass
@@ -68,10 +70,20 @@ def build_components(
     reject_infeasible: bool = False,
     measure_latency: bool = True,
     time_limit: float | None = None,
+    evaluator_backend: str = "local",
+    ray_address: str | None = None,
+    ray_resources: Mapping[str, Any] | None = None,
+    max_retries: int = 2,
 ) -> Components:
     """Validate the common env arguments and build the shared pieces (see each env's docstring)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise bad_value("seed", seed, "an integer >= 0")
+    check_backend_kwargs(evaluator_backend, ray_address, ray_resources, max_retries)
+    if evaluator_backend == "ray" and not (
+            isinstance(evaluator, RayEvaluator)
+            or (isinstance(evaluator, str) and evaluator not in STATEFUL_EVALUATORS)):
+        raise bad_value("evaluator", evaluator, "with evaluator_backend='ray': a RayEvaluator or "
+                        f"a registered name other than {STATEFUL_EVALUATORS}")
     constraints = parse_budget(budget, default_metric)
     if penalty is None:
         penalty = default_penalty if constraints or default_penalty == "linear" else "none"
@@ -88,8 +100,9 @@ def build_components(
                         "True when the budget or penalty uses latency_ms")
 
     dev = resolve_device(device)
-    data = load_data(DataConfig(name=dataset, data_root=data_root, download=download,
-                                train_size=train_size), device=dev)
+    data_config = DataConfig(name=dataset, data_root=data_root, download=download,
+                             train_size=train_size)
+    data = load_data(data_config, device=dev)
 
     if isinstance(training, TrainConfig):
         config = training.validate()
@@ -112,7 +125,18 @@ def build_components(
 
     if isinstance(evaluator, str):
         factory = EVALUATORS.get(evaluator, "evaluator")
-        evaluator = factory(data, config, time_limit=time_limit, **dict(evaluator_kwargs or {}))
+        name = evaluator
+        local = factory(data, config, time_limit=time_limit, **dict(evaluator_kwargs or {}))
+        evaluator = local
+        if evaluator_backend == "ray":  # workers rebuild it near their own copy of the data
+            spec = EvaluatorSpec(name, data_config, config, time_limit,
+                                 dict(evaluator_kwargs or {}))
+            resources = ray_resources if ray_resources is not None else (
+                {"num_cpus": 1, "num_gpus": 1} if dev.type == "cuda" else None)
+            evaluator = RayEvaluator(spec, fingerprint=local.fingerprint(),
+                                     needs_model=getattr(local, "needs_model", True),
+                                     address=ray_address, resources=resources,
+                                     max_retries=max_retries)
     elif not callable(getattr(evaluator, "evaluate", None)):
         raise bad_value("evaluator", evaluator,
                         f"one of {EVALUATORS.names()} or an object with an evaluate() method")

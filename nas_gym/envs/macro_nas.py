@@ -76,7 +76,7 @@ class MacroGrammar:
         if kind == "kernel":
             return list(range(len(self.kernels)))
         if kind == "stride":
-            return [a for a, s in enumerate(self.strides) if s <= min(st.hw)]
+            return self.valid_strides(st.hw)
         return [0, 1]
 
     def apply(self, st: GrammarState, action: int) -> GrammarState:
@@ -152,8 +152,7 @@ class MacroGrammar:
 
     @staticmethod
     def _loose(layers: tuple[MacroLayer, ...]) -> tuple[int, ...]:
-        read = {j for layer in layers for j in layer.inputs}
-        return tuple(i for i in range(len(layers)) if i not in read)
+        return MacroArchitecture(layers).loose_ends()
 
     def complete(self, st: GrammarState, rule: str) -> tuple[MacroLayer, ...]:
         while not st.done:
@@ -168,6 +167,8 @@ def _choices(name: str, value: Any, *, odd: bool = False, with_one: bool = False
         what += ", all odd ('same' padding)"
     if with_one:
         what += ", containing 1 (so a 1x1 map can always take one more layer)"
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise bad_value(name, value, what)
     vals = tuple(value)

@@ -115,21 +115,25 @@ class Net2NetEnv(NasEnv):
     ## Episode End
     Terminates on stop, when the ``max_deeper`` deepen and ``max_wider`` widen steps are used up
     (EAS: 5 and 4), or when no transform is legal. Never truncates. Terminal ``info`` holds the
-    SPEC §0 keys plus ``transforms`` (the records of
-    :func:`nas_gym.stages.apply_transform`), ``parent`` (the
-    start net's store key) and ``store_key``; the store records ``parent`` and ``transform`` of
-    the child (weight lineage) and, with ``save_weights``, its fine-tuned weights.
+    SPEC §0 keys plus ``transforms`` (the records of :func:`nas_gym.stages.apply_transform`),
+    ``parent`` (the start net's store key) and ``store_key``; the store records ``parent`` and
+    ``transform`` of the child (weight lineage) and, with ``save_weights``, its fine-tuned weights.
 
     ## Arguments
-    - ``start_net``: None, a ``PlainCNN``, its dict, or a checkpoint (a path, bytes or dict with
-      ``architecture`` and ``state_dict``; see :func:`nas_gym.stages.save_checkpoint`; :mod:`nas_gym.stages`
-      makes one from the best net of a stage).
+    - ``start_net``: None, a ``PlainCNN``, its dict, or a trained net: a path written by
+      :func:`nas_gym.checkpoint.save_model` (e.g. by :func:`nas_gym.stages.export_model`), or a
+      dict ``{"architecture", "state_dict"[, "key"]}`` (:func:`nas_gym.stages.next_stage_start`
+      makes one from the best net of a stage). A ``key`` / sidecar ``store_key`` found in the
+      store becomes the children's parent, so the lineage runs across stages.
     - ``max_deeper`` (5), ``max_wider`` (4): transforms per episode (EAS).
     - ``max_layers``: layer slots of the action / observation spaces; default start layers +
       ``max_deeper``.
     - ``start_epochs``: training of a start net without weights; default ``5 * epochs``.
     - ``reward_mode``: ``"episode"`` or ``"step"`` (see Rewards).
-    - ``widen_noise`` (0.0): Net2Wider symmetry-breaking noise (relative std).
+    - ``widen_noise`` (0.0): Net2Wider symmetry-breaking noise (relative std). With 0 the
+      function is kept exactly, but a replicated unit and its original get identical gradients
+      and stay copies through fine-tuning (measured), so widening adds parameters, not capacity;
+      Net2Net adds a little noise for this reason.
     - ``save_weights`` (True): keep each child's fine-tuned weights in the store.
     - the common arguments of every env (SPEC §0): ``budget``, ``penalty``, ``penalty_kwargs``,
       ``accuracy_transform`` (default ``"tan"``), ``dataset``, ``data_root``, ``download``,

@@ -154,8 +154,8 @@ class ProgressiveNASEnv(NasEnv):
         self.start_size = _int_arg("start_size", DEFAULT_START_SIZE[pattern]
                                    if start_size is None else start_size, 1, self.max_entries)
         self.num_modules = _int_arg("num_modules", num_modules, 1, 6)
-        self.stem_channels = _int_arg("stem_channels", stem_channels or (
-            32 if self.layer else 16), 1, 1024)
+        self.stem_channels = _int_arg("stem_channels", (32 if self.layer else 16)
+                                      if stem_channels is None else stem_channels, 1, 1024)
         if common.get("evaluator") == "epnas":  # one sharing dictionary per store (all copies)
             kwargs = dict(common.get("evaluator_kwargs") or {})
             kwargs.setdefault("share_path", default_share_path(common.get("store")))
@@ -183,7 +183,7 @@ class ProgressiveNASEnv(NasEnv):
         self._arch: LayerNet | ModuleNet = start_net or self._random_net(np.random.default_rng(0))
         self._pending: list[int] = []
         self._t, self._done = 0, True
-        self._mask: Any = None
+        self._refresh_mask()  # all ones until reset
 
     # -- networks ---------------------------------------------------------------------------------
     @staticmethod
@@ -273,8 +273,9 @@ class ProgressiveNASEnv(NasEnv):
             arch = E.scale(arch, moves[field], field=field)
         op, raw = E.OPS[choice[self._op_at]], choice[self._pos_at]
         index = E.resolve_position(arch, op, raw)
+        # "entry" is always a dict (empty unless inserting): vector envs batch info by key type
         record: dict[str, Any] = {"scale": moves, "op": op, "position": raw, "index": index,
-                                  "entry": None}
+                                  "entry": {}}
         if op == "insert":
             names = list(self.fields)
             entry = E.make_entry(arch, {n: self.fields[n][choice[self._pos_at + 1 + j]]

@@ -1,0 +1,257 @@
+"""Evaluator backends: where a child network is trained (SPEC §5, "Parallel evaluation").
+
+- ``"local"``: in the env's own process (the default; a vector env gives one process per copy).
+- ``"ray"``: every evaluation is a Ray task with its own CPU / GPU request. The worker loads the
+  dataset itself from the :class:`~nas_gym.data.DataConfig` (cached per worker process), so no
+  tensors travel; the result comes back to the driver, whose pipeline writes the evaluation store,
+  so the store file never needs to be reachable from the workers.
+
+Faults: a Ray task whose worker dies (killed, segfault, node lost) is retried ``max_retries`` times
+by Ray itself; when it still dies the evaluation is recorded with ``status="failed"`` and accuracy
+0 (so the reward is defined and the search goes on); a task that runs past ``task_timeout`` is
+cancelled and recorded as ``"timeout"``. An exception raised by the evaluator's own code is a bug,
+not a fault: it is raised in the driver, as with the local backend.
+
+Ray is an optional extra (``pip install nas_gym[ray]``) imported only here, only when used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .arch.base import Architecture
+from .data import DataConfig, load_data
+from .errors import ConfigError, bad_value
+from .evaluators import EVALUATORS, EvalResult
+from .training import TrainConfig
+
+BACKENDS = ("local", "ray")
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
+
+__all__ = ["BACKENDS", "EvaluatorSpec", "RayEvaluator", "check_backend_kwargs", "ensure_ray",
+           "worker_name"]
+
+
+def worker_name() -> str:
+    """``host:pid``: who evaluates (the store's in-flight rows)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise ConfigError("evaluator_backend='ray' needs Ray: pip install 'nas_gym[ray]'") from None
+    return ray
+
+
+_INIT_LOCK = threading.Lock()
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
+    """The ``ray`` module, connected: to ``address`` when given (``"auto"``, ``"ray://host:10001"``
+    ...), else to the running instance of this process, else to a fresh local instance."""
+    ray = _import_ray()
+    with _INIT_LOCK:
+        if not ray.is_initialized():
+            if address is not None:
+                ray.init(address=address, ignore_reinit_error=True)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True)
+    return ray
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """What a worker needs to rebuild an evaluator near its own data.
+
+    :param factory: a registered evaluator name (``EVALUATORS``) or a picklable callable
+        ``(data, config, *, time_limit, **kwargs) -> evaluator``.
+    """
+
+    factory: str | Callable[..., Any]
+    data_config: DataConfig
+    train_config: TrainConfig
+    time_limit: float | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, device: str | torch.device) -> Any:
+        data = load_data(self.data_config, device=device)  # cached per process and device
+        make = EVALUATORS.get(self.factory, "evaluator") if isinstance(self.factory, str) \
+            else self.factory
+        return make(data, self.train_config, time_limit=self.time_limit, **dict(self.kwargs))
+
+
+# -- worker side ---------------------------------------------------------------------------------
+_WORKER_EVALUATORS: dict[tuple[str, str], Any] = {}
+
+
+def _run_task(spec: EvaluatorSpec, spec_id: str, arch: Architecture, seed: int,
+              model: nn.Module | None, return_model: bool, threads: int) -> EvalResult:
+    """Body of the Ray task: build (once per worker) and run the evaluator on this worker's device."""
+    import ray
+
+    torch.set_num_threads(max(1, threads))
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    key = (spec_id, device)
+    if key not in _WORKER_EVALUATORS:
+        _WORKER_EVALUATORS.clear()  # one search's evaluator per worker: bounded memory
+        _WORKER_EVALUATORS[key] = spec.build(device)
+    evaluator = _WORKER_EVALUATORS[key]
+    if model is not None:
+        model = model.to(device)
+    result = EvalResult.coerce(evaluator.evaluate(arch, seed=seed, model=model))
+    # Trained weights go back only when the env keeps them (Net2Net lineage), and on the CPU.
+    result.model = result.model.cpu() if return_model and result.model is not None else None
+    return result
+
+
+_REMOTE: dict[str, Any] = {}
+
+
+def _remote(ray: Any) -> Any:
+    if "fn" not in _REMOTE:
+        _REMOTE["fn"] = ray.remote(_run_task)
+    return _REMOTE["fn"]
+
+
+# -- driver side ---------------------------------------------------------------------------------
+class RayEvaluator:
+    """An evaluator whose ``evaluate`` runs the wrapped evaluator in a Ray task.
+
+    Its :meth:`fingerprint` is the wrapped evaluator's, so the store keys of a search do not depend
+    on the backend (a search started locally resumes on a cluster and back).
+
+    :param spec: how workers build the evaluator.
+    :param fingerprint: the wrapped evaluator's fingerprint (computed by the driver).
+    :param needs_model: the wrapped evaluator's ``needs_model``; the module the env hands over (a
+        transform env's inherited weights) is shipped to the worker, and the trained module comes
+        back.
+    :param address: the Ray cluster (None: this process's instance, else a fresh local one).
+    :param resources: Ray task options, e.g. ``{"num_cpus": 1, "num_gpus": 1}``.
+    :param max_retries: retries of a task whose worker died, before ``status="failed"``.
+    :param task_timeout: seconds to wait for one task (None: no limit) before ``"timeout"``.
+    """
+
+    def __init__(self, spec: EvaluatorSpec, *, fingerprint: Mapping[str, Any] | None = None,
+                 needs_model: bool = True, address: str | None = None,
+                 resources: Mapping[str, Any] | None = None, max_retries: int = 2,
+                 task_timeout: float | None = None) -> None:
+        self.spec = spec
+        self._fingerprint = dict(fingerprint) if fingerprint is not None else None
+        self.needs_model = bool(needs_model)
+        self.address = address
+        self.resources = check_resources(resources)
+        self.max_retries = check_retries(max_retries)
+        if task_timeout is not None and not (isinstance(task_timeout, (int, float))
+                                             and task_timeout > 0):
+            raise bad_value("task_timeout", task_timeout, "seconds > 0 or None")
+        self.task_timeout = task_timeout
+        self._spec_ref: Any = None
+        self._uid = uuid.uuid4().hex  # names this spec in the workers' caches
+        self.failures = 0  # evaluations recorded as "failed" by this driver
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = dict(self.spec.build("cpu").fingerprint())
+        return dict(self._fingerprint)
+
+    def submit(self, arch: Architecture, *, seed: int, model: nn.Module | None = None) -> Any:
+        """Start one evaluation; returns the Ray object ref (see :meth:`result`)."""
+        ray = ensure_ray(self.address)
+        if self._spec_ref is None:
+            self._spec_ref = ray.put(self.spec)  # serialised once per driver, not per task
+        if model is not None and self.needs_model:
+            model = model.cpu()
+        else:
+            model = None
+        options = {"max_retries": self.max_retries, **self.resources}
+        threads = int(max(1, options.get("num_cpus", 1) or 1))
+        return _remote(ray).options(**options).remote(
+            self._spec_ref, self._uid, arch, int(seed), model, self.needs_model, threads)
+
+    def result(self, ref: Any) -> EvalResult:
+        """Wait for a submitted evaluation; dead workers and hangs become defined results."""
+        ray = ensure_ray(self.address)
+        from ray import exceptions as rex
+
+        try:
+            return ray.get(ref, timeout=self.task_timeout)
+        except rex.GetTimeoutError:
+            ray.cancel(ref, force=True)
+            return EvalResult(accuracy=0.0, status="timeout", message=(
+                f"the Ray task ran past task_timeout={self.task_timeout} s and was cancelled"))
+        except rex.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(exc.cause, rex.RayError) or isinstance(exc.cause, MemoryError):
+                return self._failed(exc)
+            raise cause from None  # the evaluator's own bug: raised as with the local backend
+        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError,
+                rex.OutOfMemoryError, rex.TaskCancelledError, rex.RayError) as exc:
+            return self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> EvalResult:
+        self.failures += 1
+        status = "oom" if "OutOfMemory" in type(exc).__name__ else "failed"
+        text = str(exc).strip().splitlines()
+        return EvalResult(accuracy=0.0, status=status, message=(
+            f"{type(exc).__name__} after {self.max_retries} retries: "
+            f"{text[0] if text else ''}"[:500]))
+
+    def evaluate(self, architecture: Architecture, *, seed: int,
+                 model: nn.Module | None = None) -> EvalResult:
+        return self.result(self.submit(architecture, seed=seed, model=model))
+
+    def evaluate_many(self, items: list[tuple[Architecture, int]]) -> list[EvalResult]:
+        """Evaluate several ``(architecture, seed)`` at once (all tasks in flight together)."""
+        refs = [self.submit(arch, seed=seed) for arch, seed in items]
+        return [self.result(ref) for ref in refs]
+
+    def __repr__(self) -> str:
+        return (f"RayEvaluator({self.spec.factory!r}, resources={self.resources}, "
+                f"max_retries={self.max_retries})")
+
+
+def check_resources(resources: Mapping[str, Any] | None) -> dict[str, Any]:
+    if resources is None:
+        return {"num_cpus": 1}
+    if not isinstance(resources, Mapping):
+        raise bad_value("ray_resources", resources, f"a dict with keys from {RESOURCE_KEYS}")
+    out = dict(resources)
+    for k, v in out.items():
+        if k not in RESOURCE_KEYS:
+            raise bad_value("ray_resources key", k, RESOURCE_KEYS)
+        if k in ("num_cpus", "num_gpus", "memory") and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise bad_value(f"ray_resources[{k!r}]", v, "a number >= 0")
+    out.setdefault("num_cpus", 1)
+    return out
+
+
+def check_retries(max_retries: Any) -> int:
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise bad_value("max_retries", max_retries, "an integer >= 0")
+    return max_retries
+
+
+def check_backend_kwargs(backend: Any, ray_address: Any, ray_resources: Any,
+                         max_retries: Any) -> None:
+    """Validation of the env's backend arguments at ``gym.make`` time."""
+    if backend not in BACKENDS:
+        raise bad_value("evaluator_backend", backend, BACKENDS)
+    if ray_address is not None and not (isinstance(ray_address, str) and ray_address):
+        raise bad_value("ray_address", ray_address, "None or a Ray address string")
+    check_resources(ray_resources)
+    check_retries(max_retries)
+    if backend == "local" and (ray_address is not None or ray_resources is not None):
+        raise bad_value("evaluator_backend", backend,
+                        "'ray' when ray_address or ray_resources is given")

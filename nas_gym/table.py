@@ -1,0 +1,189 @@
+"""Benchmark tables: every architecture of a small search space, trained with several seeds
+(what NAS-Bench-101 / 201 gave the field; SPEC §5 ``evaluator="table"``).
+
+A table is one SQLite file with three tables:
+
+- ``meta(key, value)``: JSON values - ``format`` (:data:`FORMAT`), ``env_id`` and ``env_kwargs``
+  (the env configuration whose space the table enumerates, data and training arguments included:
+  ``gym.make(env_id, **env_kwargs)`` emits exactly the table's architectures), ``seeds``,
+  ``fingerprint`` (the training evaluator's), ``num_architectures``, ``build_seconds``;
+- ``architectures(sha256, architecture)``: the canonical JSON of each architecture, keyed by its
+  stable sha256 (:attr:`nas_gym.arch.Architecture.sha256`);
+- ``results(sha256, seed, status, accuracy, test_accuracy, val_loss, train_seconds, epochs,
+  params, flops, memory_bytes, compute_intensity, latency_ms)``: one row per (architecture, seed);
+  ``accuracy`` is validation accuracy, ``test_accuracy`` is for reports only (never a reward).
+
+:func:`enumerate_architectures` walks an env's own token grammar (its masks), so every architecture
+the env can emit is in the table by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .arch.base import Architecture
+from .errors import ConfigError
+
+FORMAT = "nas_gym-table-1"
+#: The committed table of the default digits space (MacroNAS-v0, ``max_layers=2``).
+DEFAULT_TABLE = Path(__file__).resolve().parents[1] / "experiments" / "tables" / "macro_digits.sqlite"
+COST_COLUMNS = ("params", "flops", "memory_bytes", "compute_intensity", "latency_ms")
+RESULT_COLUMNS = ("status", "accuracy", "test_accuracy", "val_loss", "train_seconds", "epochs",
+                  *COST_COLUMNS)
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE architectures (sha256 TEXT PRIMARY KEY, architecture TEXT NOT NULL);
+CREATE TABLE results (sha256 TEXT NOT NULL, seed INTEGER NOT NULL,
+    {", ".join(f"{c} {'TEXT' if c == 'status' else 'REAL'}" for c in RESULT_COLUMNS)},
+    PRIMARY KEY (sha256, seed));
+"""
+
+
+class ArchitectureNotInTable(ConfigError, KeyError):
+    """An architecture outside the table's search space (or not built yet)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def enumerate_architectures(env: Any, *, limit: int = 100_000) -> list[Architecture]:
+    """Every distinct architecture a token env (``nas_gym.envs.base.TokenEnv``) can emit.
+
+    Depth-first over the env's own masks (``_allowed``) and grammar hooks (``_on_token``,
+    ``_finished``, ``_architecture``) - the code ``step`` runs, minus the evaluation - so the
+    enumeration cannot drift from the env. Token sequences mapping to the same architecture are
+    merged (first seen wins). Raises :class:`ConfigError` past ``limit`` architectures.
+    """
+    env = getattr(env, "unwrapped", env)
+    found: dict[str, Architecture] = {}
+
+    def replay(prefix: Sequence[int]) -> None:
+        env.reset()
+        for a in prefix:
+            env._tokens.append(int(a))
+            env._on_token(int(a))
+
+    def walk(prefix: list[int]) -> None:
+        replay(prefix)
+        if env._finished():
+            arch = env._architecture()
+            found.setdefault(arch.sha256, arch)
+            if len(found) > limit:
+                raise ConfigError(f"the space has more than limit={limit} architectures; "
+                                  "shrink it (fewer layers / choices) to build a table")
+            return
+        for a in np.flatnonzero(env._allowed()).tolist():
+            walk([*prefix, a])
+
+    env.reset(seed=0)
+    walk([])
+    env.reset(seed=0)
+    return list(found.values())
+
+
+def write_table(path: str | os.PathLike, meta: Mapping[str, Any],
+                architectures: Iterable[Architecture],
+                rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write a table file atomically (temporary file + ``os.replace``). ``rows`` carry ``sha256``,
+    ``seed`` and the :data:`RESULT_COLUMNS` (missing ones are NULL)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    conn = sqlite3.connect(tmp)
+    try:
+        conn.executescript(_SCHEMA)
+        conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                         [(k, json.dumps(v)) for k, v in {"format": FORMAT, **meta}.items()])
+        conn.executemany("INSERT INTO architectures VALUES (?, ?)",
+                         [(a.sha256, json.dumps(a.to_dict(), sort_keys=True))
+                          for a in architectures])
+        conn.executemany(
+            f"INSERT INTO results VALUES ({', '.join('?' * (2 + len(RESULT_COLUMNS)))})",
+            [(r["sha256"], int(r["seed"]), *(r.get(c) for c in RESULT_COLUMNS)) for r in rows])
+        conn.commit()
+    finally:
+        conn.close()
+    os.replace(tmp, path)
+    return path
+
+
+class Table:
+    """A benchmark table loaded into memory (a few thousand rows: lookups are dict reads).
+
+    :param path: the table file (default: :data:`DEFAULT_TABLE`).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else DEFAULT_TABLE
+        if not self.path.is_file():
+            raise ConfigError(f"table path={str(self.path)!r} is not a file; build one with "
+                              "`nas-gym table build`")
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            self.meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+            if self.meta.get("format") != FORMAT:
+                raise ConfigError(f"table {str(self.path)!r} has format="
+                                  f"{self.meta.get('format')!r}; expected {FORMAT!r}")
+            self.architectures = {sha: json.loads(a) for sha, a in
+                                  conn.execute("SELECT sha256, architecture FROM architectures")}
+            self.rows: dict[str, list[dict[str, Any]]] = {}
+            cols = ("sha256", "seed", *RESULT_COLUMNS)
+            for values in conn.execute(f"SELECT {', '.join(cols)} FROM results ORDER BY sha256, seed"):
+                row = dict(zip(cols, values, strict=True))
+                self.rows.setdefault(row["sha256"], []).append(row)
+        finally:
+            conn.close()
+
+    @property
+    def env_id(self) -> str:
+        return str(self.meta["env_id"])
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """The ``gym.make`` keyword arguments whose space (and data / training) the table holds."""
+        return dict(self.meta["env_kwargs"])
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.meta["seeds"]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self.rows
+
+    def lookup(self, sha256: str) -> list[dict[str, Any]]:
+        """The rows (one per seed) of an architecture, by its sha256."""
+        rows = self.rows.get(sha256)
+        if rows is None:
+            raise ArchitectureNotInTable(
+                f"architecture sha256={sha256} is not in table {str(self.path)!r} "
+                f"({len(self)} architectures of {self.env_id} with {self.env_kwargs}); "
+                "use the env configuration of the table's metadata (Table.env_kwargs)")
+        return rows
+
+    def mean(self, sha256: str, column: str = "accuracy") -> float:
+        """Mean of ``column`` over the architecture's seeds (NaN-free rows only)."""
+        vals = [r[column] for r in self.lookup(sha256) if r[column] is not None]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One dict per architecture: sha256, mean validation / test accuracy, mean train seconds
+        and the static costs (for regret references and reports)."""
+        out = []
+        for sha, rows in self.rows.items():
+            d = {"sha256": sha, **{c: rows[0][c] for c in COST_COLUMNS}}
+            for c in ("accuracy", "test_accuracy", "train_seconds"):
+                vals = [r[c] for r in rows if r[c] is not None]
+                d[c] = float(np.mean(vals)) if vals else float("nan")
+            out.append(d)
+        return out

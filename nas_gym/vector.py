@@ -1,0 +1,94 @@
+"""Vector envs over nas_gym envs: several copies, each training its children in its own process
+(SPEC §5, "Parallel evaluation: vector envs on one machine"), all sharing one evaluation store file.
+
+``make_vector_env("CellNAS-v0", 4, store="runs/evals.sqlite", epochs=1)`` gives a Gymnasium
+``AsyncVectorEnv``; :func:`make_env_fns` gives the picklable per-copy factories SB3's
+``SubprocVecEnv`` takes. On a machine with several GPUs copy ``i`` uses ``devices[i % k]`` (all
+visible GPUs by default), and every copy caps its torch threads so copies do not oversubscribe the
+cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from .errors import bad_value
+
+VECTOR_BACKENDS = ("async", "sync")
+
+__all__ = ["VECTOR_BACKENDS", "copy_devices", "make_env_fns", "make_vector_env"]
+
+
+def copy_devices(n: int, devices: Sequence[str] | str | None = None) -> list[str | None]:
+    """The device of each of ``n`` copies: round-robin over ``devices``; by default over the visible
+    GPUs (``cuda:0`` ... ``cuda:k-1``), or None for every copy (the env's own ``device``) without."""
+    if isinstance(devices, str):
+        devices = [devices]
+    if devices is None:
+        k = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        devices = [f"cuda:{i}" for i in range(k)]
+        if not devices:
+            return [None] * n
+    devices = list(devices)
+    if not devices or not all(isinstance(d, str) and d for d in devices):
+        raise bad_value("devices", devices, "None or a non-empty list of device strings")
+    return [devices[i % len(devices)] for i in range(n)]
+
+
+def _make_copy(env_id: str, index: int, device: str | None, threads: int | None,
+               kwargs: dict[str, Any]) -> gym.Env:
+    """Build copy ``index`` (runs in the copy's own process for the async / SubprocVecEnv case)."""
+    import nas_gym  # noqa: F401  (registers the env ids in a spawned process)
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device is not None:
+        kwargs = {**kwargs, "device": device}
+    return gym.make(env_id, **kwargs)
+
+
+def make_env_fns(env_id: str, n: int, *, devices: Sequence[str] | str | None = None,
+                 torch_threads: int | None = None, **kwargs: Any) -> list[Callable[[], gym.Env]]:
+    """``n`` picklable env factories (``functools.partial``) for ``AsyncVectorEnv`` / SB3's
+    ``SubprocVecEnv``. ``torch_threads`` (default ``max(1, cores // n)``) is set in each copy.
+    The ``store`` must be a file (``":memory:"`` cannot be shared between processes)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise bad_value("n", n, "an integer >= 1")
+    if kwargs.get("store") == ":memory:" and n > 1:
+        raise bad_value("store", ":memory:", "a file path shared by the copies")
+    if "device" in kwargs and devices is not None:
+        raise bad_value("devices", devices, "None when device= is given (one device for all)")
+    if torch_threads is None:
+        torch_threads = max(1, (os.cpu_count() or 1) // n)
+    elif isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
+        raise bad_value("torch_threads", torch_threads, "None or an integer >= 1")
+    devs = [None] * n if "device" in kwargs else copy_devices(n, devices)
+    return [functools.partial(_make_copy, env_id, i, devs[i], torch_threads, dict(kwargs))
+            for i in range(n)]
+
+
+def make_vector_env(env_id: str, n: int, *, backend: str = "async",
+                    devices: Sequence[str] | str | None = None, torch_threads: int | None = None,
+                    context: str | None = None, **kwargs: Any) -> gym.vector.VectorEnv:
+    """``n`` copies of ``env_id`` as a Gymnasium vector env.
+
+    :param backend: ``"async"`` (one process per copy: children train in parallel) or ``"sync"``
+        (one process; for debugging).
+    :param devices: per-copy devices, round-robin (default: the visible GPUs; see
+        :func:`copy_devices`).
+    :param torch_threads: torch threads per copy (default ``max(1, cores // n)``).
+    :param context: multiprocessing start method of the async copies (default: the platform's).
+    :param kwargs: the env's own arguments (``store`` should be a file every copy opens).
+    """
+    if backend not in VECTOR_BACKENDS:
+        raise bad_value("backend", backend, VECTOR_BACKENDS)
+    fns = make_env_fns(env_id, n, devices=devices, torch_threads=torch_threads, **kwargs)
+    if backend == "sync":
+        return gym.vector.SyncVectorEnv(fns)
+    return gym.vector.AsyncVectorEnv(fns, context=context)
