@@ -21,7 +21,7 @@ search: venv
 	$(VENV)/bin/nas-gym search --out $(OUT)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 lint: venv
 	$(VENV)/bin/ruff check nas_gym agents experiments tests

@@ -237,7 +237,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # -- entry point ----------------------------------------------------------------------------------
 #: Subcommands: name -> function adding its parser (``bench`` and ``table`` register here).
-COMMANDS: dict[str, Callable[[Any], None]] = {"search": add_search}
+from .bench import add_bench_command  # noqa: E402
+from .table_build import add_table_command  # noqa: E402
+
+COMMANDS: dict[str, Callable[[Any], None]] = {"search": add_search, "table": add_table_command,
+                                              "bench": add_bench_command}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,6 +63,7 @@ class TableEvaluator(Evaluator):
                         f"{recorded[name]} ({self.table.path}); make the env with the table's "
                         f"env_kwargs {self.table.env_kwargs} (or pass strict=False)")
         self._rngs: dict[int, np.random.Generator] = {}
+        self._sha: dict[Architecture, str] = {}  # sha256 is canonical JSON + hashing: cache it
 
     def fingerprint(self) -> dict[str, Any]:
         return {"evaluator": "table", "table": self.table.meta.get("fingerprint"),
@@ -70,7 +71,10 @@ class TableEvaluator(Evaluator):
 
     def evaluate(self, architecture: Architecture, *, seed: int,
                  model: nn.Module | None = None) -> EvalResult:
-        rows = self.table.lookup(architecture.sha256)
+        sha = self._sha.get(architecture)
+        if sha is None:
+            sha = self._sha.setdefault(architecture, architecture.sha256)
+        rows = self.table.lookup(sha)
         if self.noise == "mean":
             def mean(col: str) -> float:
                 vals = [r[col] for r in rows if r[col] is not None]

@@ -115,15 +115,6 @@ def _run_task(spec: EvaluatorSpec, spec_id: str, arch: Architecture, seed: int,
     return result
 
 
-_REMOTE: dict[str, Any] = {}
-
-
-def _remote(ray: Any) -> Any:
-    if "fn" not in _REMOTE:
-        _REMOTE["fn"] = ray.remote(_run_task)
-    return _REMOTE["fn"]
-
-
 # -- driver side ---------------------------------------------------------------------------------
 class RayEvaluator:
     """An evaluator whose ``evaluate`` runs the wrapped evaluator in a Ray task.
@@ -157,6 +148,7 @@ class RayEvaluator:
             raise bad_value("task_timeout", task_timeout, "seconds > 0 or None")
         self.task_timeout = task_timeout
         self._spec_ref: Any = None
+        self._fn: Any = None
         self._uid = uuid.uuid4().hex  # names this spec in the workers' caches
         self.failures = 0  # evaluations recorded as "failed" by this driver
 
@@ -168,15 +160,15 @@ class RayEvaluator:
     def submit(self, arch: Architecture, *, seed: int, model: nn.Module | None = None) -> Any:
         """Start one evaluation; returns the Ray object ref (see :meth:`result`)."""
         ray = ensure_ray(self.address)
-        if self._spec_ref is None:
-            self._spec_ref = ray.put(self.spec)  # serialised once per driver, not per task
+        if self._spec_ref is None:  # once per evaluator (a Ray session of its own), not per task
+            self._spec_ref, self._fn = ray.put(self.spec), ray.remote(_run_task)
         if model is not None and self.needs_model:
             model = model.cpu()
         else:
             model = None
         options = {"max_retries": self.max_retries, **self.resources}
         threads = int(max(1, options.get("num_cpus", 1) or 1))
-        return _remote(ray).options(**options).remote(
+        return self._fn.options(**options).remote(
             self._spec_ref, self._uid, arch, int(seed), model, self.needs_model, threads)
 
     def result(self, ref: Any) -> EvalResult:

@@ -17,7 +17,8 @@ normal, pool, linear), so each cell position has fixed input widths and sizes. P
 - one op module per (block, slot, op, stride), built by :data:`nas_gym.models.cell_ops.OPS`, for
   blocks ``0 .. max_blocks - 1`` (B-ENAS samples the block count). At reduction positions an op
   reading a cell input has stride 2 and one reading a block stride 1, so blocks after the first
-  hold both variants, each with its own weights;
+  hold both variants; they share one set of weights (as in ENAS, where an op's weights do not
+  depend on its input), except identity, whose stride-2 form is a factorized reduce;
 - the 1x1 projection of the loose ends is **sliced by block**: one ``(c, c, 1, 1)`` Parameter per
   block (ENAS gathers its output weight by node index the same way); a child whose loose ends are
   blocks ``J`` convolves their concatenation with the concatenation of those slices, which is
@@ -122,6 +123,20 @@ def _op_key(block: int, slot: int, op: str, stride: int) -> str:
     return f"b{block}_s{slot}_{op}_x{stride}"
 
 
+def _tie(dst: nn.Module, src: nn.Module) -> None:
+    """Make ``dst`` use the Parameter objects of ``src`` wherever the two have the same module
+    structure (a sep conv at stride 2 and at stride 1); a factorized reduce keeps its own."""
+    mods = dict(src.named_modules())
+    for name, m in dst.named_modules():
+        s = mods.get(name)
+        if s is None or type(s) is not type(m):
+            continue
+        for pname, p in m._parameters.items():
+            q = s._parameters.get(pname)
+            if p is not None and q is not None and q.shape == p.shape:
+                m._parameters[pname] = q
+
+
 class CellPosition(nn.Module):
     """Every choice of one cell position (see the module doc)."""
 
@@ -134,6 +149,10 @@ class CellPosition(nn.Module):
         self.ops = nn.ModuleDict({_op_key(i, s, op, st): OPS.get(op)(c, st)
                                   for i in range(max_blocks) for s in (0, 1) for op in ops
                                   for st in self.strides(i)})
+        for i in range(1, max_blocks if reduction else 0):  # one weight per op, any stride
+            for s in (0, 1):
+                for op in ops:
+                    _tie(self.ops[_op_key(i, s, op, 2)], self.ops[_op_key(i, s, op, 1)])
         self.project = nn.ParameterList(nn.Parameter(torch.empty(c, c, 1, 1))
                                         for _ in range(max_blocks))
         self.project_bn = nn.BatchNorm2d(c)

@@ -127,13 +127,13 @@ def test_agent_runs_64_steps_respects_masks_and_best_builds(name, env_id) -> Non
 def test_state_round_trip(name, tmp_path) -> None:
     env = GymAPIOnly(make_env("CellNAS-v0", evaluator=HiddenFormula(), store=":memory:",
                               max_blocks=2))
-    agent = make_agent(name, seed=1).learn(env, 6)
+    agent = make_agent(name, seed=1).learn(env, 4)
     agent.save(tmp_path / "state.pt")
     again = make_agent(name, seed=99).load(tmp_path / "state.pt")
-    assert again.num_episodes == 6 and again.seed == 1
+    assert again.num_episodes == 4 and again.seed == 1
     assert again.best().architecture == agent.best().architecture
-    again.learn(env, 9)
-    assert again.num_episodes == 9
+    again.learn(env, 6)
+    assert again.num_episodes == 6
 
 
 def test_reinforce_resumes_exactly(tmp_path) -> None:
@@ -141,7 +141,7 @@ def test_reinforce_resumes_exactly(tmp_path) -> None:
     baseline, generators all restored)."""
 
     def run(stop_at: int | None) -> list:
-        env = make_env("CellNAS-v0", evaluator=HiddenFormula(), store=":memory:")
+        env = make_env("CellNAS-v0", evaluator=HiddenFormula(), store=":memory:", max_blocks=2)
         agent, arch = ReinforceAgent(seed=3, batch_episodes=2), []
         if stop_at is None:
             agent.learn(env, 8, callback=lambda e: arch.append(e.actions))
@@ -199,7 +199,7 @@ def test_evolution_ages_out_the_oldest_and_mutates_one_token() -> None:
     env = make_env("CellNAS-v0", evaluator=HiddenFormula(), store=":memory:", max_blocks=2)
     agent = make_agent("evolution", seed=0, population_size=6, sample_size=3)
     episodes = []
-    agent.learn(env, 20, callback=episodes.append)
+    agent.learn(env, 14, callback=episodes.append)
     assert len(agent.population) == 6
     assert [ind[0] for ind in agent.population] == [e.actions for e in episodes[-6:]]
     parents = [e.actions for e in episodes]

@@ -91,3 +91,13 @@ def test_presets_are_valid_and_bad_config_is_named() -> None:
         TrainConfig(epochs=0).validate()
     with pytest.raises(ConfigError, match="optimizer"):
         TrainConfig(optimizer="rmsprop").validate()
+
+
+def test_narrow_separable_cells_train_without_heap_corruption(digits) -> None:
+    """Regression: with channels_last on CPU, oneDNN's backward of these 4-channel depthwise convs
+    corrupted the heap (torch 2.14.1); training keeps the contiguous layout on CPU."""
+    arch = {"kind": "cell", "channels": 4, "normal": {"blocks": [
+        [1, 1, "sep_conv_3x3", "sep_conv_3x3"], [0, 0, "identity", "identity"],
+        [3, 2, "max_pool_3x3", "sep_conv_5x5"]]}}
+    model = build_model(arch, digits.input_shape, digits.num_classes)
+    assert train(model, digits, TrainConfig(epochs=1), seed=0).status == "ok"

@@ -29,7 +29,6 @@ from nas_gym.arch import architecture_from_dict
 def hand_loop(arch_dict: dict, data, epochs: int, batch: int, seed: int) -> float:
     """What a researcher would write by hand: no store, no costs, no fault handling."""
     model = nas_gym.build_model(arch_dict, data.input_shape, data.num_classes, seed=seed)
-    model = model.to(memory_format=torch.channels_last)
     n = data.train_x.shape[0]
     steps = n // batch
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
@@ -41,7 +40,7 @@ def hand_loop(arch_dict: dict, data, epochs: int, batch: int, seed: int) -> floa
         perm = torch.randperm(n, generator=g)
         for i in range(steps):
             idx = perm[i * batch:(i + 1) * batch]
-            x = data.train_x[idx].contiguous(memory_format=torch.channels_last)
+            x = data.train_x[idx]
             loss = F.cross_entropy(model(x), data.train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -50,8 +49,7 @@ def hand_loop(arch_dict: dict, data, epochs: int, batch: int, seed: int) -> floa
             sched.step()
     model.eval()
     with torch.no_grad():
-        x = data.val_x.contiguous(memory_format=torch.channels_last)
-        return float((model(x).argmax(1) == data.val_y).float().mean())
+        return float((model(data.val_x).argmax(1) == data.val_y).float().mean())
 
 
 class _Zero:
