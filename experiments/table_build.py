@@ -67,9 +67,6 @@ def _init_worker(env_id: str, kwargs: dict[str, Any]) -> None:
     import torch
 
     torch.set_num_threads(1)
-    # torch's oneDNN CPU kernel for a channels_last 1x1 stride-2 conv backward corrupts the heap
-    # (reproduced with a bare nn.Conv2d; training.py trains channels_last): use the native kernels
-    torch.backends.mkldnn.enabled = False
     _ENV = gym.make(env_id, **kwargs).unwrapped
 
 

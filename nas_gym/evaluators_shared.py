@@ -98,6 +98,8 @@ class SharedEvaluator(Evaluator):
     :param measure_train_seconds: with ``train_steps=0``, time one forward + backward per child
         so ``train_seconds`` is still measured (else 0).
     :param ops, max_blocks: cell space of Omega (``ops`` default: the 5 ENAS ops).
+    :param per_input: cell ops hold one weight per input index too (ENAS's code); default one
+        per (position, block, slot, op).
     :param filters, kernels, strides, max_layers: macro space of Omega.
     """
 
@@ -107,6 +109,7 @@ class SharedEvaluator(Evaluator):
                  train_steps: int = 1, val_batches: int | None = 1, batch_size: int | None = None,
                  score_children: bool = True, measure_train_seconds: bool = True,
                  ops: str | Sequence[str] | None = None, max_blocks: int = 7,
+                 per_input: bool = False,
                  filters: Sequence[int] = FILTERS, kernels: Sequence[int] = KERNELS,
                  strides: Sequence[int] = STRIDES, max_layers: int = 8) -> None:
         self.data, self.config, self.time_limit = data, config.validate(), time_limit
@@ -118,7 +121,10 @@ class SharedEvaluator(Evaluator):
         self.score_children, self.measure_train_seconds = True, True
         self._set(train_steps=train_steps, val_batches=val_batches, score_children=score_children,
                   measure_train_seconds=measure_train_seconds)
-        self.space = {"cell": {"max_blocks": max_blocks} | ({"ops": ops} if ops else {}),
+        if not isinstance(per_input, bool):
+            raise bad_value("per_input", per_input, "True or False")
+        self.space = {"cell": {"max_blocks": max_blocks, "per_input": per_input}
+                      | ({"ops": ops} if ops else {}),
                       "macro": {"filters": tuple(filters), "kernels": tuple(kernels),
                                 "strides": tuple(strides), "max_layers": max_layers}}
         self.steps_per_epoch = max(1, int(data.train_x.shape[0]) // self.batch_size)

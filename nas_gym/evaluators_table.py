@@ -48,6 +48,8 @@ class TableEvaluator(Evaluator):
     """
 
     needs_model = False
+    #: ``info["eval_seconds"]`` is the recorded training time, not the lookup's wall time
+    simulated_time = True
 
     def __init__(self, data: DataSplit, config: TrainConfig, *, time_limit: float | None = None,
                  path: Any = None, noise: str = "seed", strict: bool = True) -> None:

@@ -119,8 +119,8 @@ class SharedChild(nn.Module):
 
 
 # -- cells ----------------------------------------------------------------------------------------
-def _op_key(block: int, slot: int, op: str, stride: int) -> str:
-    return f"b{block}_s{slot}_{op}_x{stride}"
+def _op_key(block: int, slot: int, op: str, source: str) -> str:
+    return f"b{block}_s{slot}_{op}_{source}"
 
 
 def _tie(dst: nn.Module, src: nn.Module) -> None:
@@ -141,33 +141,37 @@ class CellPosition(nn.Module):
     """Every choice of one cell position (see the module doc)."""
 
     def __init__(self, ops: Sequence[str], max_blocks: int, c_pp: int, c_p: int, c: int,
-                 reduction: bool, reduce_prev: bool) -> None:
+                 reduction: bool, reduce_prev: bool, per_input: bool = False) -> None:
         super().__init__()
-        self.reduction = reduction
+        self.reduction, self.per_input = reduction, per_input
         self.pre0 = FactorizedReduce(c_pp, c) if reduce_prev else ReLUConvBN(c_pp, c, 1)
         self.pre1 = ReLUConvBN(c_p, c, 1)
-        self.ops = nn.ModuleDict({_op_key(i, s, op, st): OPS.get(op)(c, st)
+        self.ops = nn.ModuleDict({_op_key(i, s, op, self._source(j)): OPS.get(op)(c, self._stride(j))
                                   for i in range(max_blocks) for s in (0, 1) for op in ops
-                                  for st in self.strides(i)})
-        for i in range(1, max_blocks if reduction else 0):  # one weight per op, any stride
-            for s in (0, 1):
-                for op in ops:
-                    _tie(self.ops[_op_key(i, s, op, 2)], self.ops[_op_key(i, s, op, 1)])
+                                  for j in self._inputs(i)})
+        if not per_input and reduction:  # one weight per op whatever its stride
+            for i in range(1, max_blocks):
+                for s in (0, 1):
+                    for op in ops:
+                        _tie(self.ops[_op_key(i, s, op, "x2")], self.ops[_op_key(i, s, op, "x1")])
         self.project = nn.ParameterList(nn.Parameter(torch.empty(c, c, 1, 1))
                                         for _ in range(max_blocks))
         self.project_bn = nn.BatchNorm2d(c)
 
-    def strides(self, block: int) -> tuple[int, ...]:
-        if not self.reduction:
-            return (1,)
-        return (2,) if block == 0 else (1, 2)  # block 0 can only read the cell inputs
+    def _stride(self, ind: int) -> int:
+        return 2 if self.reduction and ind < 2 else 1  # reduction: ops on the cell inputs
+
+    def _source(self, ind: int) -> str:
+        return f"in{ind}" if self.per_input else f"x{self._stride(ind)}"
+
+    def _inputs(self, block: int) -> list[int]:
+        """Input indices whose op modules block ``block`` holds (one per distinct source key)."""
+        return list({self._source(j): j for j in range(block + 2)}.values())
 
     def _used(self, cell: Cell) -> list[nn.Module]:
-        mods: list[nn.Module] = []
-        for i, b in enumerate(cell.blocks):
-            for slot, (ind, op) in enumerate(((b.in1, b.op1), (b.in2, b.op2))):
-                mods.append(self.ops[_op_key(i, slot, op, 2 if self.reduction and ind < 2 else 1)])
-        return mods
+        return [self.ops[_op_key(i, slot, op, self._source(ind))]
+                for i, b in enumerate(cell.blocks)
+                for slot, (ind, op) in enumerate(((b.in1, b.op1), (b.in2, b.op2)))]
 
     def path(self, cell: Cell) -> list[nn.Parameter]:
         mods = [self.pre0, self.pre1, *self._used(cell), self.project_bn]
@@ -191,13 +195,15 @@ class CellSuperNet(SuperNet):
     :param ops: the op set (a name of ``OP_SETS`` or op names).
     :param max_blocks: blocks per cell the children may use.
     :param n_normal, channels: the macro shape (the searched model: N = 1).
+    :param per_input: one weight per (block, slot, op) whatever the input (default), or per
+        (block, slot, op, input index) as ENAS's code (see the module doc).
     """
 
     kind = "cell"
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int, *,
                  ops: str | Sequence[str] = ENAS_OPS, max_blocks: int = 7, n_normal: int = 1,
-                 channels: int = 8) -> None:
+                 channels: int = 8, per_input: bool = False) -> None:
         super().__init__()
         self.ops = tuple(OP_SETS[ops] if isinstance(ops, str) and ops in OP_SETS else ops)
         for op in self.ops:
@@ -216,7 +222,7 @@ class CellSuperNet(SuperNet):
                 if red:
                     c, h, w = 2 * c, math.ceil(h / 2), math.ceil(w / 2)
                 self.cells.append(CellPosition(self.ops, max_blocks, c_pp, c_p, c, red,
-                                               reduce_prev))
+                                               reduce_prev, per_input))
                 self.sizes.append((c, h, w))
                 c_pp, c_p, reduce_prev = c_p, c, red
         self.classifier = nn.Linear(c_p, num_classes)

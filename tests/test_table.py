@@ -117,6 +117,7 @@ def test_recorded_train_seconds_are_reported(built):
     table = Table(built["path"])
     sha = MacroArchitecture.from_dict(info["architecture"]).sha256
     assert info["costs"]["train_seconds"] == table.lookup(sha)[0]["train_seconds"]
+    assert info["eval_seconds"] == info["costs"]["train_seconds"] > 0  # simulated search time
     assert info["accuracy"] == table.lookup(sha)[0]["accuracy"]
 
 
