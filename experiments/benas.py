@@ -194,9 +194,23 @@ class BenasSearch:
             self.agent._build(check_discrete(self.env, self.agent.name))
 
     # -- Algorithm 2 ------------------------------------------------------------------------------
+    def sample_architectures(self, n: int, on_child: Callable[[Architecture], dict] | None = None
+                             ) -> list[Architecture]:
+        """``n`` cells from the controller, not evaluated (``on_child(arch)``, when given, runs
+        instead of the env's evaluation and may return terminal-info entries)."""
+        self._ensure_controller()
+        archs: list[Architecture] = []
+
+        def visit(arch: Architecture) -> dict[str, Any]:
+            archs.append(arch)
+            return on_child(arch) if on_child is not None else {}
+
+        with _children_only(self.env, visit):
+            self.agent.sample(self.env, n)
+        return archs
+
     def train_child(self, steps: int) -> dict[str, float]:
         """TrainChild: ``steps`` mini-batches, one child sampled from the controller for each."""
-        self._ensure_controller()
         runs: list[Any] = []
 
         def one_step(arch: Architecture) -> dict[str, Any]:
@@ -204,11 +218,10 @@ class BenasSearch:
             runs.append(self.evaluator.train_child(arch, 1))
             return {"accuracy": runs[-1].accuracy, "status": runs[-1].status}
 
-        with _children_only(self.env, one_step):
-            self.agent.sample(self.env, steps)
+        self.sample_architectures(steps, one_step)
         return {"child_steps": len(runs),
-                "child_train_accuracy": float(np.mean([r.accuracy for r in runs])) if runs else 0.0,
-                "child_loss": float(np.nanmean([r.loss for r in runs])) if runs else math.nan}
+                "child_train_accuracy": _mean(r.accuracy for r in runs),
+                "child_loss": _mean(r.loss for r in runs)}
 
     # -- Algorithm 3 ------------------------------------------------------------------------------
     def train_controller(self, steps: int) -> dict[str, float]:
@@ -218,8 +231,9 @@ class BenasSearch:
         episodes: list[Episode] = []
         with self.evaluator.settings(train_steps=0, val_batches=1, score_children=True,
                                      measure_train_seconds=self.needs_train_seconds):
-            self.agent.learn(self.env, self.agent.num_episodes + steps,
-                             callback=lambda e: episodes.append(e))
+            if steps > 0:
+                self.agent.learn(self.env, self.agent.num_episodes + steps,
+                                 callback=lambda e: episodes.append(e))
         return {"controller_steps": len(episodes),
                 "controller_accuracy": _mean(e.info.get("accuracy") for e in episodes),
                 "controller_reward": _mean(e.reward for e in episodes),

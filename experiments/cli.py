@@ -173,6 +173,9 @@ def add_search(sub: Any) -> None:
     p.add_argument("-A", "--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="any agent keyword (repeatable), e.g. -A batch_episodes=8")
     p.set_defaults(func=cmd_search)
+    from .benas import add_benas_options  # --method benas: the B-ENAS pipeline
+
+    add_benas_options(p)
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:

@@ -64,6 +64,18 @@ def test_children_sharing_an_op_read_the_same_tensor(data):
     assert all(id(p) in pa & pb for p in [*net.stem.parameters(), *net.classifier.parameters()])
 
 
+def test_one_weight_per_op_whatever_the_stride():
+    net = build_supernet(A, SHAPE, 10, batch_size=16, max_blocks=3)
+    red = net.cells[1]
+    assert red.reduction
+    s1, s2 = red.ops["b1_s0_sep_conv_3x3_x1"], red.ops["b1_s0_sep_conv_3x3_x2"]
+    assert s1[1].stride == (1, 1) and s2[1].stride == (2, 2)
+    assert all(p is q for p, q in zip(s1.parameters(), s2.parameters(), strict=True))
+    # identity at stride 2 is a factorized reduce with weights of its own
+    assert list(red.ops["b1_s0_identity_x2"].parameters())
+    assert not list(red.ops["b1_s0_identity_x1"].parameters())
+
+
 def test_train_child_changes_only_its_path(data):
     ev = evaluator(data)
     ev.train_child(A, 2)  # A's weights now carry momentum buffers and moved
@@ -84,12 +96,14 @@ def test_train_child_changes_only_its_path(data):
     assert ev.state["steps"] == 3
 
 
-def test_child_equals_the_built_network(data):
+@pytest.mark.parametrize("per_input", [False, True])
+def test_child_equals_the_built_network(per_input):
     """A child on Omega computes what build_model's network computes with the same weights."""
     arch = cell_arch((0, 1, "sep_conv_3x3", "identity"), (2, 0, "avg_pool_3x3", "sep_conv_5x5"),
                      reduction=((1, 0, "identity", "max_pool_3x3"), (2, 2, "sep_conv_3x3",
                                                                      "identity")))
-    net = build_supernet(arch, SHAPE, 10, batch_size=16, max_blocks=3, seed=1)
+    net = build_supernet(arch, SHAPE, 10, batch_size=16, max_blocks=3, seed=1,
+                         per_input=per_input)
     model = batch_stats_only(nas_gym.build_model(arch, SHAPE, 10))
     with torch.no_grad():
         model.stem.load_state_dict(net.stem.state_dict())
