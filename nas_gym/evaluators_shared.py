@@ -140,9 +140,10 @@ class SharedEvaluator(Evaluator):
 
     # -- configuration ------------------------------------------------------------------------
     def _set(self, **changes: Any) -> None:
-        for name, value in changes.items():
+        for name in changes:
             if name not in SETTINGS:
                 raise bad_value("setting", name, SETTINGS)
+        for name, value in changes.items():
             if name == "train_steps":
                 _count(name, value, 0)
             elif name == "val_batches":
@@ -155,8 +156,8 @@ class SharedEvaluator(Evaluator):
     def settings(self, **changes: Any) -> Iterator[SharedEvaluator]:
         """Temporarily change ``train_steps``, ``val_batches``, ``score_children`` or
         ``measure_train_seconds`` (the B-ENAS phases)."""
-        old = {k: getattr(self, k) for k in changes}
-        self._set(**changes)
+        old = {k: getattr(self, k, None) for k in changes}
+        self._set(**changes)  # refuses unknown names before anything changes
         try:
             yield self
         finally:

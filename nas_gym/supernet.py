@@ -227,7 +227,6 @@ class CellSuperNet(SuperNet):
                 self.sizes.append((c, h, w))
                 c_pp, c_p, reduce_prev = c_p, c, red
         self.classifier = nn.Linear(c_p, num_classes)
-        self.input_hw = input_shape[1:]
 
     def _cell(self, arch: CellArchitecture, position: int) -> Cell:
         cp = self.cells[position]
@@ -246,11 +245,10 @@ class CellSuperNet(SuperNet):
             if len(cell.blocks) > self.max_blocks:
                 raise ArchitectureError(f"a cell of {len(cell.blocks)} blocks; the super-network "
                                         f"holds {self.max_blocks} (evaluator_kwargs max_blocks)")
-            for b in cell.blocks:
-                for op in (b.op1, b.op2):
-                    if op not in self.ops:
-                        raise ArchitectureError(f"op {op!r} is not in the super-network's ops "
-                                                f"{self.ops} (evaluator_kwargs ops)")
+            bad = sorted({op for b in cell.blocks for op in (b.op1, b.op2)} - set(self.ops))
+            if bad:
+                raise ArchitectureError(f"ops {bad} are not in the super-network's ops "
+                                        f"{self.ops} (evaluator_kwargs ops)")
 
     def path_parameters(self, arch: Architecture) -> list[nn.Parameter]:
         assert isinstance(arch, CellArchitecture)
