@@ -108,13 +108,17 @@ def test_repeated_architecture_is_served_from_store(tmp_path) -> None:
     _, first = run_episode(env, np.random.default_rng(3), seed=0)
     assert not first["cache_hit"]
     tokens = list(env._tokens)
-    env.reset()
-    for t in tokens[:-1]:
-        env.step(t)
-    start = time.perf_counter()
-    _, reward, _, _, again = env.step(tokens[-1])
-    elapsed = time.perf_counter() - start
-    assert again["cache_hit"] and elapsed < 0.005, elapsed
+    times = []
+    for _ in range(5):  # the median of 5 repeats, so one scheduler hiccup does not decide it
+        env.reset()
+        for t in tokens[:-1]:
+            env.step(t)
+        start = time.perf_counter()
+        _, reward, _, _, again = env.step(tokens[-1])
+        times.append(time.perf_counter() - start)
+        assert again["cache_hit"]
+    elapsed = sorted(times)[2]
+    assert elapsed < 0.005, times
     for key in ("accuracy", "costs", "architecture", "status", "penalty"):
         assert again[key] == first[key], key
     # a second env on the same file shares the results (another process would too)
