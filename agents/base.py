@@ -191,6 +191,15 @@ class Agent(ABC):
         self._env_seeded = False
         self._stop = False
 
+    def _close_batch(self, batch: list, total: int, cb: Callback) -> list:
+        """Update the policy on ``batch`` (``self._update``) when it holds ``batch_episodes``
+        episodes, the total is reached or learning stops; returns the batch still open."""
+        if len(batch) == self.batch_episodes or self.num_episodes >= total or self._stop:
+            self._update(batch)
+            cb.on_update(self)
+            return []
+        return batch
+
     # -- the interface ------------------------------------------------------------------------
     @abstractmethod
     def learn(self, env: gym.Env, total_episodes: int,

@@ -278,10 +278,7 @@ class EASAgent(Agent):
             episode = self.play_episode(env, choose=choose)
             self._record(episode, cb)
             batch.append((episode, traces[0]))
-            if len(batch) == self.batch_episodes or self.num_episodes >= total or self._stop:
-                self._update(batch)
-                batch = []
-                cb.on_update(self)
+            batch = self._close_batch(batch, total, cb)
         return self
 
     # -- state ----------------------------------------------------------------------------------

@@ -352,10 +352,7 @@ class ReinforceAgent(Agent):
             episode = self.play_episode(env)
             self._record(episode, cb)
             batch.append(episode)
-            if len(batch) == self.batch_episodes or self.num_episodes >= total or self._stop:
-                self._update(batch)
-                batch = []
-                cb.on_update(self)
+            batch = self._close_batch(batch, total, cb)
         return self
 
     # -- state ----------------------------------------------------------------------------------
