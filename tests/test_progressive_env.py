@@ -49,22 +49,6 @@ class Constant:
         return {"accuracy": self.accuracy}
 
 
-class NoVolatileInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Drops the two info entries that are measurements, not functions of (seed, action):
-    ``eval_seconds`` (a timing) and ``cache_hit`` (the store answers a repeated step). Gymnasium's
-    check repeats the first step after a seeded reset and compares infos; in multidiscrete mode
-    that first step already evaluates a network."""
-
-    def __init__(self, env: gym.Env) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
-        gym.Wrapper.__init__(self, env)
-
-    def step(self, action):
-        obs, reward, term, trunc, info = self.env.step(action)
-        return obs, reward, term, trunc, {k: v for k, v in info.items()
-                                          if k not in ("eval_seconds", "cache_hit")}
-
-
 def make(**kwargs):
     return gym.make("ProgressiveNAS-v0", **{"evaluator": Constant(), **FAST, **kwargs}).unwrapped
 
@@ -96,11 +80,21 @@ def transforms(env, rng: np.random.Generator, seed: int | None = None):
 @pytest.mark.parametrize("pattern", ["layer", "module"])
 def test_check_env_gymnasium_and_sb3(pattern, mode) -> None:
     env = make(pattern=pattern, action_mode=mode, max_transforms=3)
-    gym_check_env(NoVolatileInfo(env) if mode == "multidiscrete" else env,
-                  skip_render_check=True)
+    gym_check_env(env, skip_render_check=True)  # the env as gym.make returns it, unwrapped
     sb3_check_env(env, warn=True)
     assert isinstance(env.action_space, gym.spaces.Discrete if mode == "token"
                       else gym.spaces.MultiDiscrete)
+
+
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
+@pytest.mark.parametrize("pattern", ["layer", "module"])
+def test_check_env_multidiscrete_with_real_epnas_training(pattern) -> None:
+    """Every multidiscrete step trains a child; the check repeats the first step after a seeded
+    reset (a store hit the second time) and needs the same info both times."""
+    env = gym.make("ProgressiveNAS-v0", pattern=pattern, action_mode="multidiscrete",
+                   evaluator="epnas", store=":memory:", train_size=200, epochs=1,
+                   max_transforms=3, measure_latency=False)
+    gym_check_env(env.unwrapped, skip_render_check=True)
 
 
 def test_token_sequence_observation_and_terminal_info() -> None:
@@ -131,8 +125,11 @@ def test_token_sequence_observation_and_terminal_info() -> None:
     assert layers[1]["src1"] == 1 and layers[1]["src2"] == 0 and layers[2]["src1"] == 2
     assert info["transform"]["op"] == "insert" and info["transform"]["index"] == 1
     for key in ("accuracy", "costs", "penalty", "reward_parts", "architecture", "status",
-                "cache_hit", "eval_seconds"):
+                "store_key"):
         assert key in info, key
+    for key in ("cache_hit", "eval_seconds", "evaluations"):  # measurements: terminal info only
+        assert key not in info, key
+    first_key = info["store_key"]
     assert "violation/params" in info["reward_parts"] and not term
     assert reward == pytest.approx(info["reward_parts"]["reward"]) and obs[140] == 1
     assert info["token_type"] == "scale_channels" and obs[141] == 0
@@ -140,7 +137,14 @@ def test_token_sequence_observation_and_terminal_info() -> None:
             ("op", 0), ("position", 0)]:  # keep: the transform ends after its position
         assert info["token_type"] == kind
         obs, reward, term, trunc, info = env.step(action)
-    assert term and not trunc and info["token_type"] == "done" and info["cache_hit"]
+    assert term and not trunc and info["token_type"] == "done"
+    # the second transform (keep, scale "stay") reached the same network: served by the store
+    assert [(e["store_key"], e["cache_hit"], e["status"]) for e in info["evaluations"]] == [
+        (first_key, False, "ok"), (first_key, True, "ok")]
+    assert not info["cache_hit"]  # the episode trained its first network
+    assert info["eval_seconds"] == pytest.approx(sum(e["eval_seconds"]
+                                                     for e in info["evaluations"]))
+    assert info["eval_seconds"] >= info["evaluations"][0]["eval_seconds"] > 0
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
 
@@ -191,8 +195,9 @@ def test_multidiscrete_remaps_to_the_nearest_legal_value() -> None:
     assert info["invalid_action"] and info["transform"]["index"] == 2
     assert len(info["architecture"]["layers"]) == 2 and reward > 0
     # keep: its position and the insert fields are not read, so never invalid
+    removed = info["store_key"]
     _, _, _, _, info = env.step([1] * 4 + [0, 9] + [4, 3, 1, 5, 4, 19, 20])
-    assert not info["invalid_action"] and info["cache_hit"]
+    assert not info["invalid_action"] and info["store_key"] == removed  # the same network
     # insert at 2 a max_pool: fields it ignores are free, src1=19 is remapped to 2
     _, _, _, _, info = env.step([1] * 4 + [1, 2] + [2, 3, 1, 5, 4, 19, 0])
     assert info["invalid_action"] and info["architecture"]["layers"][2]["src1"] == 2
@@ -300,7 +305,7 @@ def test_prediction_config_and_store_cache_decision(tmp_path) -> None:
     assert default_share_path(str(store)) == str((tmp_path / "evals.epnas_share.sqlite").resolve())
     assert default_share_path(":memory:") is None
     env = gym.make("ProgressiveNAS-v0", evaluator="epnas", store=str(store), start_net=START,
-                   action_mode="multidiscrete", train_size=200, epochs=1,
+                   action_mode="multidiscrete", max_transforms=3, train_size=200, epochs=1,
                    measure_latency=False).unwrapped
     fp = env.components.pipeline.fingerprint
     assert fp["evaluator"] == "epnas" and fp["depends_on"] == "share_state"
@@ -309,8 +314,9 @@ def test_prediction_config_and_store_cache_decision(tmp_path) -> None:
     keep = [1] * 8 + [0, 0] + [0] * 7
     first = env.step(keep)[-1]
     again = env.step(keep)[-1]  # the same network: answered by the store, not re-trained
-    assert not first["cache_hit"] and again["cache_hit"]
-    assert again["accuracy"] == first["accuracy"]
+    assert again["accuracy"] == first["accuracy"] and again["store_key"] == first["store_key"]
+    end = env.step(keep)  # the third transform ends the episode (max_transforms=3)
+    assert end[2] and [e["cache_hit"] for e in end[-1]["evaluations"]] == [False, True, True]
     assert len(env.components.evaluator.share) == 4  # stem, the two convs, the head
     with pytest.raises(ConfigError, match="batch_scale"):
         gym.make("ProgressiveNAS-v0", evaluator="epnas", evaluator_kwargs={"batch_scale": 0},

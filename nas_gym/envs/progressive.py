@@ -87,8 +87,17 @@ class ProgressiveNASEnv(NasEnv):
     the default; SPEC §3.3), ``P_t`` the validation accuracy of the transformed network (through
     the shared evaluation pipeline and store). Token sub-steps that do not complete a transform
     give 0. A transform's ``info`` holds ``accuracy``, ``costs``, ``penalty``, ``reward_parts``
-    (with ``violation/<metric>``), ``architecture``, ``status``, ``cache_hit``, ``eval_seconds``,
-    ``store_key`` and ``transform`` (the decoded decisions).
+    (with ``violation/<metric>``), ``architecture``, ``status``, ``store_key`` and ``transform``
+    (the decoded decisions): functions of the seed and the actions only, so a step repeated after
+    a seeded reset returns the same info (Gymnasium's determinism contract, checked by
+    ``check_env``), even though the repeat is answered by the store.
+
+    The *measurements* of the search (how long an evaluation took, whether the store answered it)
+    are not functions of the actions; they come once, in the terminal ``info`` (where SPEC §0 puts
+    them for every env): ``eval_seconds`` (the episode's evaluation seconds, summed over its
+    transforms), ``cache_hit`` (True when every transform of the episode was answered by the
+    store, i.e. the episode trained nothing) and ``evaluations`` (one ``{"store_key", "status",
+    "cache_hit", "eval_seconds"}`` per transform, in order).
 
     ## Starting State
     ``start_net=None``: a random network drawn from ``self.np_random`` at every reset
@@ -183,6 +192,7 @@ class ProgressiveNASEnv(NasEnv):
         self._arch: LayerNet | ModuleNet = start_net or self._random_net(np.random.default_rng(0))
         self._pending: list[int] = []
         self._t, self._done = 0, True
+        self._evaluations: list[dict[str, Any]] = []  # this episode's, for the terminal info
         self._refresh_mask()  # all ones until reset
 
     # -- networks ---------------------------------------------------------------------------------
@@ -362,6 +372,7 @@ class ProgressiveNASEnv(NasEnv):
                 raise bad_value("options['start_net']", self._arch.kind,
                                 f"an epnas_{self.pattern} network")
         self._pending, self._t, self._done = [], 0, False
+        self._evaluations = []
         self._refresh_mask()
         return self._obs(), self._info(False)
 
@@ -384,6 +395,16 @@ class ProgressiveNASEnv(NasEnv):
             terminal = self.evaluate_architecture(self._arch)
             reward = terminal.pop("reward")
             terminal["transform"] = record
+            # measurements leave the per-step info (see the class docstring, "Rewards")
+            self._evaluations.append({"store_key": terminal["store_key"],
+                                      "status": terminal["status"],
+                                      "cache_hit": terminal.pop("cache_hit"),
+                                      "eval_seconds": terminal.pop("eval_seconds")})
+            if self._done:
+                evals = [dict(e) for e in self._evaluations]
+                terminal["eval_seconds"] = float(sum(e["eval_seconds"] for e in evals))
+                terminal["cache_hit"] = all(e["cache_hit"] for e in evals)
+                terminal["evaluations"] = evals
         self._refresh_mask()
         info = self._info(invalid)
         if terminal is not None:
