@@ -16,14 +16,25 @@ nas_gym env - and any third-party agent with the same three methods - can take p
 ``state_dict()`` / ``load_state_dict()`` (and :meth:`Agent.save` / :meth:`Agent.load`, atomic)
 hold everything needed to continue a search exactly where it was (weights, optimizer, baseline,
 random generator states, episode count, best).
+
+**Concurrent evaluation.** The agents that sample several architectures per policy update
+(REINFORCE's ``batch_episodes``, EAS's 10, EPNAS's ``branches``) also take a *list of env copies*
+(:func:`nas_gym.vector.make_env_copies`): the episodes of a batch are then played at the same
+time, one thread per copy, so the copies' children train concurrently (in worker processes with
+``evaluator_backend="process"``, in Ray tasks with ``"ray"``). Decisions are serialised by one
+policy lock and episode ``i`` samples from its own generator (:meth:`Agent.episode_generator`, a
+function of the seed and ``i``), copies reset in episode order and copy ``k`` is seeded with
+``seed + k``: a search gives the same episodes whatever the timing of the copies.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -158,6 +169,20 @@ def check_discrete(env: gym.Env, agent: str) -> int:
     return int(env.action_space.n)
 
 
+def as_envs(env: gym.Env | Sequence[gym.Env]) -> list[gym.Env]:
+    """``env`` as a list of copies: one env, or a non-empty list of copies with equal spaces."""
+    if isinstance(env, gym.Env):
+        return [env]
+    if isinstance(env, (list, tuple)) and env and all(isinstance(e, gym.Env) for e in env):
+        first = env[0]
+        for i, e in enumerate(env[1:], 1):
+            if e.action_space != first.action_space or \
+                    e.observation_space != first.observation_space:
+                raise bad_value(f"env[{i}]", e, "a copy of env[0] (the same spaces)")
+        return list(env)
+    raise bad_value("env", env, "a gymnasium Env or a non-empty list of copies of one")
+
+
 def check_episodes(total_episodes: Any) -> int:
     if isinstance(total_episodes, bool) or not isinstance(total_episodes, (int, np.integer)) \
             or total_episodes < 1:
@@ -177,6 +202,9 @@ class Agent(ABC):
     name: ClassVar[str] = ""
     #: whether the agent only ever takes actions the mask allows (else the env's remap rule acts)
     respects_masks: ClassVar[bool] = True
+    #: whether ``learn`` takes a list of env copies and plays the episodes of a batch on them
+    #: concurrently (``nas-gym search --workers N``)
+    concurrent_batches: ClassVar[bool] = False
     #: env ids the agent can drive (None: any env with a Discrete action space)
     supported_envs: ClassVar[tuple[str, ...] | None] = None
 
@@ -188,8 +216,10 @@ class Agent(ABC):
         self.num_episodes = 0
         self.num_steps = 0
         self._best: Episode | None = None
-        self._env_seeded = False
+        self._seeded: set[int] = set()  # env copies reset with a seed already
         self._stop = False
+        self._policy_lock = threading.RLock()  # one decision at a time across copies
+        self._local = threading.local()  # the sampling generator of this thread's episode
 
     def _close_batch(self, batch: list, total: int, cb: Callback) -> list:
         """Update the policy on ``batch`` (``self._update``) when it holds ``batch_episodes``
@@ -222,35 +252,103 @@ class Agent(ABC):
         return [self.play_episode(env, deterministic=deterministic, index=-1) for _ in range(n)]
 
     # -- helpers for subclasses -----------------------------------------------------------------
-    def _reset(self, env: gym.Env) -> tuple[Any, dict[str, Any]]:
-        if not self._env_seeded:  # seed once; later resets continue the env's own generator
-            self._env_seeded = True
-            return env.reset(seed=self.seed)
-        return env.reset()
+    def _reset(self, env: gym.Env, copy: int = 0,
+               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if copy not in self._seeded:  # seed once; later resets continue the env's own generator
+            self._seeded.add(copy)
+            return env.reset(seed=self.seed + copy, options=options)
+        return env.reset(options=options)
+
+    def episode_generator(self, index: int) -> torch.Generator:
+        """The sampling generator of episode ``index``: a function of ``(seed, index)`` only."""
+        state = np.random.SeedSequence([self.seed, int(index)]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state >> np.uint64(1)))
+
+    def _sampler(self, default: torch.Generator) -> torch.Generator:
+        """The generator of the episode this thread plays (``default`` outside one)."""
+        gen = getattr(self._local, "gen", None)
+        return default if gen is None else gen
 
     def play_episode(self, env: gym.Env, *, deterministic: bool = False,
                      index: int | None = None,
                      choose: Callable[[Any, dict[str, Any], Any], tuple[int, Any]] | None = None,
+                     first: tuple[Any, dict[str, Any]] | None = None,
+                     on_step: Callable[[float, dict[str, Any]], None] | None = None,
                      ) -> Episode:
-        """Play one episode with ``choose`` (default :meth:`predict`); masks come from ``info``."""
+        """Play one episode with ``choose`` (default :meth:`predict`); masks come from ``info``.
+
+        :param index: the episode number (None: ``num_episodes``; negative: not counted, sampled
+            from the agent's running generator).
+        :param first: the ``(obs, info)`` of a reset already done (else the env is reset here).
+        :param on_step: called with ``(reward, info)`` after every step.
+        """
         choose = choose or (lambda o, i, s: self.predict(o, i, s, deterministic))
-        obs, info = self._reset(env)
-        actions, types, masks, total, state = [], [], [], 0.0, None
-        while True:
-            mask, token_type = decision(info, env.action_space)
-            info = {**info, "action_mask": mask, "token_type": token_type}
-            action, state = choose(obs, info, state)
-            actions.append(int(action))
-            types.append(token_type)
-            masks.append(mask)
-            obs, reward, terminated, truncated, info = env.step(int(action))
-            total += float(reward)
-            if index is None or index >= 0:
-                self.num_steps += 1
-            if terminated or truncated:
-                break
-        return Episode(self.num_episodes if index is None else index, total, actions, types,
-                       masks, dict(info))
+        index = self.num_episodes if index is None else index
+        counted = index >= 0
+        self._local.gen = self.episode_generator(index) if counted else None
+        try:
+            obs, info = first if first is not None else self._reset(env)
+            actions, types, masks, total, state = [], [], [], 0.0, None
+            while True:
+                mask, token_type = decision(info, env.action_space)
+                info = {**info, "action_mask": mask, "token_type": token_type}
+                with self._policy_lock:
+                    action, state = choose(obs, info, state)
+                    if counted:
+                        self.num_steps += 1
+                actions.append(int(action))
+                types.append(token_type)
+                masks.append(mask)
+                obs, reward, terminated, truncated, info = env.step(int(action))
+                total += float(reward)
+                if on_step is not None:
+                    on_step(float(reward), info)
+                if terminated or truncated:
+                    break
+        finally:
+            self._local.gen = None
+        return Episode(index, total, actions, types, masks, dict(info))
+
+    def _play_many(self, envs: list[gym.Env], count: int,
+                   play: Callable[[gym.Env, tuple[Any, dict[str, Any]], int, int], Any],
+                   options: Callable[[int], dict[str, Any] | None] | None = None) -> list[Any]:
+        """Play episodes ``num_episodes + j`` for ``j < count``; episode ``j`` on copy
+        ``j % len(envs)``, the copies concurrently (one thread each), resets in episode order.
+
+        ``play(env, (obs, info), index, j)`` plays one episode from its reset; the results come
+        back in episode order. An exception in any copy stops the others and is raised here."""
+        base, n = self.num_episodes, min(len(envs), count)
+        opts = options or (lambda j: None)
+        if n <= 1:
+            return [play(envs[0], self._reset(envs[0], 0, opts(j)), base + j, j)
+                    for j in range(count)]
+        turn, state = threading.Condition(), {"next": 0, "error": False}
+        results: list[Any] = [None] * count
+
+        def run(c: int) -> None:
+            try:
+                for j in range(c, count, n):
+                    with turn:
+                        turn.wait_for(lambda j=j: state["next"] == j or state["error"])
+                        if state["error"]:
+                            return
+                        try:
+                            first = self._reset(envs[c], c, opts(j))
+                        finally:
+                            state["next"] += 1
+                            turn.notify_all()
+                    results[j] = play(envs[c], first, base + j, j)
+            except BaseException:
+                with turn:
+                    state["error"] = True
+                    turn.notify_all()
+                raise
+
+        with ThreadPoolExecutor(n, thread_name_prefix=f"{self.name or 'agent'}-copy") as pool:
+            futures = [pool.submit(run, c) for c in range(n)]
+        for f in futures:
+            f.result()  # re-raises the first copy's exception
+        return results
 
     def _record(self, episode: Episode, callback: Callback) -> bool:
         """Count a finished episode, track the best, run the callback; False = stop."""
@@ -266,8 +364,7 @@ class Agent(ABC):
         """Everything needed to continue exactly here (extended by subclasses)."""
         return {"agent": self.name, "seed": self.seed, "num_episodes": self.num_episodes,
                 "num_steps": self.num_steps, "rng": self.rng.bit_generator.state,
-                "best": None if self._best is None else self._best.to_state(),
-                "env_seeded": self._env_seeded}
+                "best": None if self._best is None else self._best.to_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("agent") != self.name:
@@ -277,8 +374,8 @@ class Agent(ABC):
         self.num_steps = int(state.get("num_steps", 0))
         self.rng.bit_generator.state = state["rng"]
         self._best = None if state["best"] is None else Episode.from_state(state["best"])
-        # a restored agent reseeds its env once: the env's own generator restarts there too
-        self._env_seeded = False
+        # a restored agent reseeds its envs once: the envs' own generators restart there too
+        self._seeded = set()
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file + ``os.replace``), so a

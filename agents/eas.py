@@ -37,7 +37,7 @@ is a new env; the controller's heads do not depend on ``L``, so one agent spans 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ from torch import nn
 
 from nas_gym.errors import bad_value
 
-from .base import Agent, Callback, Episode, as_callback, check_discrete, check_episodes
+from .base import Agent, Callback, Episode, as_callback, as_envs, check_discrete, check_episodes
 
 POOL_CODES = (2, 3)  # observation type codes of max / avg pooling (Net2Net-v0 docstring)
 FC_CODE = 4
@@ -172,6 +172,7 @@ class EASAgent(Agent):
     """
 
     name = "eas"
+    concurrent_batches = True
     supported_envs = ("Net2Net-v0",)
 
     def __init__(self, *, lr: float = 1e-3, batch_episodes: int = 10,
@@ -233,7 +234,8 @@ class EASAgent(Agent):
         if deterministic:
             action = int(logp.argmax())
         else:
-            action = int(torch.multinomial(logp.detach().exp(), 1, generator=self.sample_gen))
+            action = int(torch.multinomial(logp.detach().exp(), 1,
+                                           generator=self._sampler(self.sample_gen)))
         trace = trace or _Trace()
         trace.logps.append(logp[action])
         return action, trace
@@ -259,25 +261,37 @@ class EASAgent(Agent):
             self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
         self.updates += 1
 
-    def learn(self, env: gym.Env, total_episodes: int,
+    def _play_traced(self, env: gym.Env, first: tuple[Any, dict[str, Any]],
+                     index: int) -> tuple[Episode, _Trace]:
+        """One episode and the trace of its log-probabilities (with gradients)."""
+        traces: list[_Trace] = []
+
+        def choose(o: Any, i: dict[str, Any], s: Any) -> tuple[int, Any]:
+            action, trace = self._act(o, i, s, False)
+            if s is None:
+                traces.append(trace)
+            return action, trace
+
+        episode = self.play_episode(env, choose=choose, first=first, index=index)
+        return episode, traces[0]
+
+    def learn(self, env: gym.Env | Sequence[gym.Env], total_episodes: int,
               callback: Callback | Callable[[Episode], bool | None] | None = None) -> EASAgent:
+        """``env``: one env, or a list of copies whose episodes of a batch (EAS: 10 networks per
+        update) are played and fine-tuned concurrently (see :mod:`agents.base`)."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
-        self._ensure(env)
-        self._tail = [int(v) for v in np.asarray(env.observation_space.nvec).reshape(-1)[-2:]]
+        envs = as_envs(env)
+        self._ensure(envs[0])
+        self._tail = [int(v) for v in np.asarray(envs[0].observation_space.nvec).reshape(-1)[-2:]]
         self._stop = False
         batch: list[tuple[Episode, _Trace]] = []
         while self.num_episodes < total and not self._stop:
-            traces: list[_Trace] = []
-
-            def choose(o: Any, i: dict[str, Any], s: Any, traces: list = traces) -> tuple[int, Any]:
-                action, trace = self._act(o, i, s, False)
-                if s is None:
-                    traces.append(trace)
-                return action, trace
-
-            episode = self.play_episode(env, choose=choose)
-            self._record(episode, cb)
-            batch.append((episode, traces[0]))
+            k = 1 if len(envs) == 1 else min(self.batch_episodes - len(batch),
+                                               total - self.num_episodes)
+            for episode, trace in self._play_many(
+                    envs, k, lambda e, first, index, _: self._play_traced(e, first, index)):
+                self._record(episode, cb)
+                batch.append((episode, trace))
             batch = self._close_batch(batch, total, cb)
         return self
 

@@ -26,7 +26,7 @@ to initialize the next"); the first round starts from the env's own start nets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,15 @@ from torch import nn
 
 from nas_gym.errors import bad_value
 
-from .base import Agent, Callback, Episode, as_callback, check_discrete, check_episodes, decision
+from .base import (
+    Agent,
+    Callback,
+    Episode,
+    as_callback,
+    as_envs,
+    check_discrete,
+    check_episodes,
+)
 
 
 def progressive_layout(nvec: np.ndarray) -> tuple[int, int, int]:
@@ -112,6 +120,7 @@ class EPNASAgent(Agent):
     """
 
     name = "epnas"
+    concurrent_batches = True
     supported_envs = ("ProgressiveNAS-v0",)
 
     def __init__(self, *, lr: float = 6e-4, branches: int = 8, top_k: int = 8,
@@ -186,7 +195,8 @@ class EPNASAgent(Agent):
         if deterministic:
             action = int(logp.argmax())
         else:
-            action = int(torch.multinomial(logp.detach().exp(), 1, generator=self.sample_gen))
+            action = int(torch.multinomial(logp.detach().exp(), 1,
+                                           generator=self._sampler(self.sample_gen)))
         nxt = net.embeddings[k](torch.tensor([action]))
         if scale:
             ctx.scale, ctx.x_scale = (h, c), nxt
@@ -204,34 +214,28 @@ class EPNASAgent(Agent):
             return self._act(observation, info, state, deterministic)
 
     # -- episodes and learning --------------------------------------------------------------------
-    def _play(self, env: gym.Env, start: dict[str, Any] | None
+    def _play(self, env: gym.Env, first: tuple[Any, dict[str, Any]], index: int
               ) -> tuple[Episode, _Context, list[float], list[tuple[float, dict[str, Any]]]]:
-        """One branch: like :meth:`Agent.play_episode`, with the start net passed at reset and
-        the per-step rewards and networks kept."""
-        options = None if start is None else {"start_net": start}
-        if not self._env_seeded:
-            self._env_seeded = True
-            obs, info = env.reset(seed=self.seed, options=options)
-        else:
-            obs, info = env.reset(options=options)
-        actions, types, masks, rewards, nets, ctx = [], [], [], [], [], _Context()
-        while True:
-            mask, token_type = decision(info, env.action_space)
-            action, ctx = self._act(obs, {**info, "action_mask": mask, "token_type": token_type},
-                                    ctx, False)
-            actions.append(action)
-            types.append(token_type)
-            masks.append(mask)
-            obs, reward, terminated, truncated, info = env.step(action)
-            rewards.append(float(reward))
+        """One branch (its start net passed at reset): the episode, its context (log-probs with
+        gradients), the per-step rewards and the (reward, network) of every transform."""
+        rewards: list[float] = []
+        nets: list[tuple[float, dict[str, Any]]] = []
+        contexts: list[_Context] = []
+
+        def choose(o: Any, i: dict[str, Any], ctx: Any) -> tuple[int, Any]:
+            action, ctx = self._act(o, i, ctx, False)
+            if not contexts:
+                contexts.append(ctx)
+            return action, ctx
+
+        def on_step(reward: float, info: dict[str, Any]) -> None:
+            rewards.append(reward)
             if "store_key" in info:  # a transform completed: its network and reward
-                nets.append((float(reward), info["architecture"]))
-            self.num_steps += 1
-            if terminated or truncated:
-                break
-        episode = Episode(self.num_episodes, float(sum(rewards)), actions, types, masks,
-                          dict(info))
-        return episode, ctx, rewards, nets
+                nets.append((reward, info["architecture"]))
+
+        episode = self.play_episode(env, choose=choose, first=first, index=index,
+                                    on_step=on_step)
+        return episode, contexts[0], rewards, nets
 
     def _update(self, batch: list[tuple[_Context, list[float]]]) -> None:
         """REINFORCE: every decision of transform ``t`` is weighted by ``G_t - b_t``."""
@@ -278,26 +282,35 @@ class EPNASAgent(Agent):
                 break
         return out
 
-    def learn(self, env: gym.Env, total_episodes: int,
+    def learn(self, env: gym.Env | Sequence[gym.Env], total_episodes: int,
               callback: Callback | Callable[[Episode], bool | None] | None = None
               ) -> EPNASAgent:
+        """``env``: one env, or a list of copies whose branches of an update are played (and
+        their networks trained) concurrently (see :mod:`agents.base`)."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
-        n = check_discrete(env, self.name)
-        nvec = [int(v) for v in np.asarray(env.observation_space.nvec).reshape(-1)]
+        envs = as_envs(env)
+        n = check_discrete(envs[0], self.name)
+        nvec = [int(v) for v in np.asarray(envs[0].observation_space.nvec).reshape(-1)]
         if self.net is None:
             self._build(nvec, n)
         elif self.net.n_actions != n or nvec[: len(self.slot_nvec or [])] != self.slot_nvec:
-            raise bad_value("env", env.action_space, "the spaces this policy was built for")
+            raise bad_value("env", envs[0].action_space, "the spaces this policy was built for")
         self._stop = False
         batch: list[tuple[_Context, list[float]]] = []
         nets: list[tuple[float, dict[str, Any]]] = []
         while self.num_episodes < total and not self._stop:
-            starts = self.starts if self.top_k else []
-            start = starts[len(batch) % len(starts)] if starts else None
-            episode, ctx, rewards, new = self._play(env, start)
-            self._record(episode, cb)
-            batch.append((ctx, rewards))
-            nets += new
+            starts, done = (self.starts if self.top_k else []), len(batch)
+
+            def options(j: int, starts: list = starts, done: int = done) -> dict[str, Any] | None:
+                return {"start_net": starts[(done + j) % len(starts)]} if starts else None
+
+            k = 1 if len(envs) == 1 else min(self.branches - len(batch),
+                                               total - self.num_episodes)
+            for episode, ctx, rewards, new in self._play_many(
+                    envs, k, lambda e, first, index, _: self._play(e, first, index), options):
+                self._record(episode, cb)
+                batch.append((ctx, rewards))
+                nets += new
             if len(batch) == self.branches or self.num_episodes >= total or self._stop:
                 self._update(batch)
                 if self.top_k:

@@ -30,7 +30,7 @@ decision of a run asks about layer ``k``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from torch import nn
 
 from nas_gym.errors import bad_value
 
-from .base import Agent, Callback, Episode, as_callback, check_discrete, check_episodes
+from .base import Agent, Callback, Episode, as_callback, as_envs, check_discrete, check_episodes
 
 
 def anchor_plan(types: list[str], skip_type: str, start_type: str | None = None) -> list[int]:
@@ -156,6 +156,7 @@ class ReinforceAgent(Agent):
     """
 
     name = "reinforce"
+    concurrent_batches = True
 
     def __init__(self, *, hidden_size: int = 64, num_layers: int = 2, lr: float = 1e-3,
                  batch_episodes: int = 4, entropy_weight: float = 0.1,
@@ -251,7 +252,8 @@ class ReinforceAgent(Agent):
             if deterministic:
                 action = int(p[0].argmax())
             else:
-                action = int(torch.multinomial(p[0], 1, generator=self.sample_gen))
+                action = int(torch.multinomial(p[0], 1,
+                                               generator=self._sampler(self.sample_gen)))
             ctx.x = c.embeddings[type_id](torch.tensor([action]))
         return action, ctx
 
@@ -336,11 +338,14 @@ class ReinforceAgent(Agent):
             self._remember(e)
         self.updates += 1
 
-    def learn(self, env: gym.Env, total_episodes: int,
+    def learn(self, env: gym.Env | Sequence[gym.Env], total_episodes: int,
               callback: Callback | Callable[[Episode], bool | None] | None = None,
               ) -> ReinforceAgent:
+        """``env``: one env, or a list of copies whose episodes of a batch are played (and their
+        children trained) concurrently (see :mod:`agents.base`)."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
-        n = check_discrete(env, self.name)
+        envs = as_envs(env)
+        n = check_discrete(envs[0], self.name)
         if self.controller is None:
             self._build(n)
         elif self.controller.n_actions != n:
@@ -349,9 +354,14 @@ class ReinforceAgent(Agent):
         self._stop = False
         batch: list[Episode] = []
         while self.num_episodes < total and not self._stop:
-            episode = self.play_episode(env)
-            self._record(episode, cb)
-            batch.append(episode)
+            # one copy: one episode at a time (a callback can stop between any two)
+            k = 1 if len(envs) == 1 else min(self.batch_episodes - len(batch),
+                                               total - self.num_episodes)
+            for episode in self._play_many(
+                    envs, k, lambda e, first, index, _: self.play_episode(e, first=first,
+                                                                          index=index)):
+                self._record(episode, cb)
+                batch.append(episode)
             batch = self._close_batch(batch, total, cb)
         return self
 

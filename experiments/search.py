@@ -28,6 +28,7 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,15 @@ from nas_gym.errors import ConfigError, bad_value
 from nas_gym.registry import Registry
 from nas_gym.rewards import parse_budget
 from nas_gym.training import evaluate, train
+from nas_gym.vector import make_env_copies
 
 #: Files of a search folder.
 CONFIG, EVALUATIONS, BEST, STATE, STORE = ("config.json", "evaluations.jsonl", "best.json",
                                            "agent_state.pt", "store.sqlite")
-#: Fields that must match to resume a search in the same folder.
+#: ``--backend`` values (``auto``: local for one worker, else process).
+SEARCH_BACKENDS = ("auto", "local", "process", "ray")
+#: Fields that must match to resume a search in the same folder (not the backend or the worker
+#: count: store keys do not depend on them, so a search may resume on a cluster and back).
 IDENTITY = ("env", "agent", "env_kwargs", "agent_kwargs", "budget", "seed")
 
 
@@ -80,6 +85,16 @@ class SearchConfig:
     threads: int = 1
     """torch threads of this process (tiny children train fastest on one; parallel searches must
     not oversubscribe the cores)."""
+    workers: int = 1
+    """Children trained at the same time: the agent plays its batch (REINFORCE's
+    batch_episodes, EAS's 10, EPNAS's branches) on this many env copies, each training in its own
+    worker process (or Ray task)."""
+    backend: str = "auto"
+    """Where children train: auto (in this process for 1 worker, else worker processes),
+    local, process (worker processes of this machine) or ray (tasks on a Ray cluster)."""
+    address: str | None = None
+    """Ray cluster address with --backend ray (e.g. auto, ray://head:10001); none: a local Ray
+    instance is started."""
     out: str = "runs/search"
     """Output folder (a folder holding a search is resumed)."""
     progress: bool = True
@@ -89,7 +104,8 @@ class SearchConfig:
         if self.env not in nas_gym.ENV_IDS:
             raise bad_value("--env", self.env, sorted(nas_gym.ENV_IDS))
         AGENTS.get(self.agent, "--agent")
-        for name, low in (("episodes", 1), ("final_epochs", 0), ("threads", 1), ("seed", 0)):
+        for name, low in (("episodes", 1), ("final_epochs", 0), ("threads", 1), ("seed", 0),
+                          ("workers", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise bad_value(f"--{name.replace('_', '-')}", v, f"an integer >= {low}")
@@ -103,7 +119,28 @@ class SearchConfig:
         parse_budget(self.budget)
         if not isinstance(self.out, str) or not self.out:
             raise bad_value("--out", self.out, "a folder path")
+        if self.backend not in SEARCH_BACKENDS:
+            raise bad_value("--backend", self.backend, SEARCH_BACKENDS)
+        if self.address is not None and self.backend != "ray":
+            raise bad_value("--backend", self.backend, "ray when --address is given")
+        if self.workers > 1 and not getattr(AGENTS.get(self.agent, "--agent"),
+                                            "concurrent_batches", False):
+            batched = sorted(n for n in AGENTS.names()
+                             if getattr(AGENTS.get(n, "--agent"), "concurrent_batches", False))
+            raise bad_value("--workers", self.workers,
+                            f"1 for agent {self.agent!r} (it plays one episode at a time); "
+                            f"agents that evaluate a batch concurrently: {batched}")
+        for key in ("evaluator_backend", "ray_address"):
+            if key in self.env_kwargs:
+                raise bad_value(f"--env-kwargs {key}", self.env_kwargs[key],
+                                "no value: use --backend / --address")
         return self
+
+    def evaluator_backend(self) -> str:
+        """The env's ``evaluator_backend`` for this search."""
+        if self.backend == "auto":
+            return "local" if self.workers == 1 else "process"
+        return self.backend
 
 
 #: kind -> the architecture at full size for the final retraining (identity when not registered).
@@ -241,24 +278,65 @@ def retrain_final(architecture: dict[str, Any], env: gym.Env, epochs: int, out: 
 
 
 # -- the loop -------------------------------------------------------------------------------------
+class _LogSink:
+    """The outputs every copy's :class:`_EvaluationLog` writes to: ``evaluations.jsonl`` (line
+    ``i`` is episode ``i``), ``best.json`` and the progress bar. Thread-safe; with several copies
+    an episode's number is taken at its reset (the agents reset copies in episode order) and rows
+    finished out of order wait for the earlier ones."""
+
+    def __init__(self, out: Path, start: int, rows: list[dict[str, Any]], bar: Any) -> None:
+        self.out, self.bar = out, bar
+        self.best = max(rows, key=lambda r: r["reward"]) if rows else None
+        self.file = open(out / EVALUATIONS, "a")  # noqa: SIM115 - closed by run_search
+        self.lock = threading.Lock()
+        self.next_index, self.next_write = start, start
+        self.pending: dict[int, dict[str, Any]] = {}
+
+    def begin(self) -> int:
+        with self.lock:
+            self.next_index += 1
+            return self.next_index - 1
+
+    def finish(self, index: int, episode: Episode) -> None:
+        with self.lock:
+            self.pending[index] = _record(dataclasses.replace(episode, index=index))
+            while self.next_write in self.pending:
+                self._write(self.pending.pop(self.next_write))
+                self.next_write += 1
+
+    def _write(self, row: dict[str, Any]) -> None:
+        self.file.write(json.dumps(row, sort_keys=True) + "\n")
+        self.file.flush()
+        if self.best is None or row["reward"] > self.best["reward"]:
+            self.best = row
+            _write_json(self.out / BEST, {"best": row})
+        if self.bar is not None:
+            self.bar.set_postfix(best_reward=f"{self.best['reward']:.4f}",
+                                 best_acc=f"{self.best.get('accuracy') or 0:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class _EvaluationLog(gym.Wrapper):
-    """Writes every finished episode to the JSONL and ``best.json`` and drives the progress bar.
+    """Writes every finished episode to the sink (JSONL, ``best.json``, progress bar).
 
     It sits between the agent and the env and reads only what every agent sees (actions, rewards,
     terminal ``info``), so the outputs do not depend on which agent runs, third-party ones included.
+    With one env an episode is numbered when it ends; with several copies, at its reset.
     """
 
-    def __init__(self, env: gym.Env, out: Path, start: int, rows: list[dict[str, Any]],
-                 bar: Any) -> None:
+    def __init__(self, env: gym.Env, sink: _LogSink, *, number_at_reset: bool = False) -> None:
         super().__init__(env)
-        self.out, self.index, self.bar = out, start, bar
-        self.best = max(rows, key=lambda r: r["reward"]) if rows else None
-        self.file = open(out / EVALUATIONS, "a")  # noqa: SIM115 - closed by run_search
+        self.sink, self.number_at_reset = sink, number_at_reset
         self._actions: list[int] = []
         self._return = 0.0
+        self._index: int | None = None
 
     def reset(self, **kwargs: Any):
         self._actions, self._return = [], 0.0
+        self._index = self.sink.begin() if self.number_at_reset else None
         return self.env.reset(**kwargs)
 
     def step(self, action: Any):
@@ -266,23 +344,11 @@ class _EvaluationLog(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._return += float(reward)
         if terminated or truncated:
-            row = _record(Episode(self.index, self._return, self._actions, [], [], dict(info)))
-            self.file.write(json.dumps(row, sort_keys=True) + "\n")
-            self.file.flush()
-            self.index += 1
-            if self.best is None or row["reward"] > self.best["reward"]:
-                self.best = row
-                _write_json(self.out / BEST, {"best": row})
-            if self.bar is not None:
-                self.bar.set_postfix(best_reward=f"{self.best['reward']:.4f}",
-                                     best_acc=f"{self.best.get('accuracy') or 0:.4f}",
-                                     refresh=False)
-                self.bar.update(1)
+            index = self._index if self._index is not None else self.sink.begin()
+            self.sink.finish(index, Episode(index, self._return, self._actions, [], [],
+                                            dict(info)))
+            self._index = None
         return obs, reward, terminated, truncated, info
-
-    def close(self) -> None:
-        self.file.close()
-        super().close()
 
 
 class _Checkpoint(Callback):
@@ -307,11 +373,21 @@ def _check_resume(out: Path, config: SearchConfig) -> None:
                               f"(now {now!r}); use another --out to start a new search")
 
 
-def make_env(config: SearchConfig, out: Path) -> tuple[gym.Env, dict[str, Any]]:
+def make_env(config: SearchConfig, out: Path) -> tuple[list[gym.Env], dict[str, Any]]:
+    """The env copies of the search (``config.workers`` of them) and the env kwargs used."""
     kwargs = {"seed": config.seed, **config.env_kwargs, "budget": config.budget}
     kwargs.setdefault("store", str(out / STORE))
+    backend = config.evaluator_backend()
+    if backend != "local":
+        kwargs["evaluator_backend"] = backend
+    if config.address is not None:
+        kwargs["ray_address"] = config.address
     try:
-        return gym.make(config.env, **kwargs), kwargs
+        if config.workers == 1:
+            return [gym.make(config.env, **kwargs)], kwargs
+        copies = make_env_copies(config.env, config.workers, torch_threads=config.threads,
+                                 **kwargs)
+        return copies, kwargs
     except TypeError as exc:  # an unknown env keyword
         found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         name = repr(found.group(1)) if found else f"one of {sorted(config.env_kwargs)}"
@@ -333,7 +409,8 @@ def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, A
     _check_resume(out, config)
     if agent is None:
         agent = make_agent(config.agent, seed=config.seed, **config.agent_kwargs)
-    env, env_kwargs = make_env(config, out)
+    envs, env_kwargs = make_env(config, out)
+    env = envs[0]
     resumable = all(hasattr(agent, a) for a in ("save", "load", "num_episodes"))
     resumed = 0
     if resumable and (out / STATE).is_file():
@@ -350,23 +427,29 @@ def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, A
 
         bar = tqdm(total=config.episodes, initial=min(resumed, config.episodes), unit="arch",
                    desc=f"{config.agent} on {config.env}", file=sys.stderr, dynamic_ncols=True)
-    logged = _EvaluationLog(env, out, resumed, previous, bar)
+    sink = _LogSink(out, resumed, previous, bar)
+    logged = [_EvaluationLog(e, sink, number_at_reset=len(envs) > 1) for e in envs]
     try:
-        agent.learn(logged, config.episodes,
+        agent.learn(logged[0] if len(logged) == 1 else logged, config.episodes,
                     callback=_Checkpoint(out / STATE) if resumable else None)
     finally:
-        logged.close()
+        sink.close()
         if bar is not None:
             bar.close()
-    rows = read_evaluations(out)
-    if not rows:
-        raise ConfigError("the search finished without a single episode")
-    best = max(rows, key=lambda r: r["reward"])
-    result: dict[str, Any] = {"best": best, "episodes": len(rows), "out": str(out)}
-    plot_search(out, rows, config.budget, getattr(env.unwrapped, "default_metric", "params"))
-    if config.final_epochs > 0:
-        result["final"] = _final(out, best["architecture"], env, config)
-    _write_json(out / BEST, result)
+        for extra in envs[1:]:  # the first copy serves the final retraining below
+            extra.close()
+    try:
+        rows = read_evaluations(out)
+        if not rows:
+            raise ConfigError("the search finished without a single episode")
+        best = max(rows, key=lambda r: r["reward"])
+        result: dict[str, Any] = {"best": best, "episodes": len(rows), "out": str(out)}
+        plot_search(out, rows, config.budget, getattr(env.unwrapped, "default_metric", "params"))
+        if config.final_epochs > 0:
+            result["final"] = _final(out, best["architecture"], env, config)
+        _write_json(out / BEST, result)
+    finally:
+        env.close()
     return result
 
 

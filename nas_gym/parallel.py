@@ -1,27 +1,37 @@
 """Evaluator backends: where a child network is trained (SPEC §5, "Parallel evaluation").
 
 - ``"local"``: in the env's own process (the default; a vector env gives one process per copy).
-- ``"ray"``: every evaluation is a Ray task with its own CPU / GPU request. The worker loads the
-  dataset itself from the :class:`~nas_gym.data.DataConfig` (cached per worker process), so no
-  tensors travel; the result comes back to the driver, whose pipeline writes the evaluation store,
-  so the store file never needs to be reachable from the workers.
+- ``"process"``: every evaluation runs in a worker process of this machine (a persistent spawned
+  worker per env, started at the first evaluation), so a crash in training (segfault, kill, OOM
+  kill) cannot take the env or the search down. Several env copies driven by one agent
+  (:func:`nas_gym.vector.make_env_copies`) train their children in parallel, one worker each.
+- ``"ray"``: every evaluation is a Ray task with its own CPU / GPU request.
 
-Faults: a Ray task whose worker dies (killed, segfault, node lost) is retried ``max_retries`` times
-by Ray itself; when it still dies the evaluation is recorded with ``status="failed"`` and accuracy
-0 (so the reward is defined and the search goes on); a task that runs past ``task_timeout`` is
-cancelled and recorded as ``"timeout"``. An exception raised by the evaluator's own code is a bug,
-not a fault: it is raised in the driver, as with the local backend.
+In both, the worker loads the dataset itself from the :class:`~nas_gym.data.DataConfig` (cached
+per worker process), so no tensors travel; the result comes back to the driver, whose pipeline
+writes the evaluation store, so the store file never needs to be reachable from the workers.
+
+Faults: an evaluation whose worker dies (killed, segfault, node lost) is retried ``max_retries``
+times (by Ray itself, or here with a fresh worker process); when it still dies the evaluation is
+recorded with ``status="failed"`` and accuracy 0 (so the reward is defined and the search goes
+on); one that runs past ``task_timeout`` is cancelled and recorded as ``"timeout"``. An exception
+raised by the evaluator's own code is a bug, not a fault: it is raised in the driver, as with the
+local backend.
 
 Ray is an optional extra (``pip install nas_gym[ray]``) imported only here, only when used.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +44,11 @@ from .errors import ConfigError, bad_value
 from .evaluators import EVALUATORS, EvalResult
 from .training import TrainConfig
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "process", "ray")
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
 
-__all__ = ["BACKENDS", "EvaluatorSpec", "RayEvaluator", "check_backend_kwargs", "ensure_ray",
-           "worker_name"]
+__all__ = ["BACKENDS", "EvaluatorSpec", "ProcessEvaluator", "RayEvaluator", "check_backend_kwargs",
+           "ensure_ray", "worker_name"]
 
 
 def worker_name() -> str:
@@ -63,6 +73,11 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
     ray = _import_ray()
     with _INIT_LOCK:
         if not ray.is_initialized():
+            if threading.current_thread() is not threading.main_thread():
+                # Ray's processes die with the thread that started them (Linux PDEATHSIG)
+                raise ConfigError("Ray must be started from the main thread: make the env "
+                                  "(evaluator_backend='ray' connects at gym.make) or call "
+                                  "nas_gym.parallel.ensure_ray() before starting threads")
             if address is not None:
                 ray.init(address=address, ignore_reinit_error=True)
             else:
@@ -97,11 +112,18 @@ _WORKER_EVALUATORS: dict[tuple[str, str], Any] = {}
 
 def _run_task(spec: EvaluatorSpec, spec_id: str, arch: Architecture, seed: int,
               model: nn.Module | None, return_model: bool, threads: int) -> EvalResult:
-    """Body of the Ray task: build (once per worker) and run the evaluator on this worker's device."""
+    """Body of the Ray task: run the evaluator on this worker's device (a GPU when Ray gave one)."""
     import ray
 
-    torch.set_num_threads(max(1, threads))
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    return _evaluate_here(spec, spec_id, arch, seed, model, return_model, threads, device)
+
+
+def _evaluate_here(spec: EvaluatorSpec, spec_id: str, arch: Architecture, seed: int,
+                   model: nn.Module | None, return_model: bool, threads: int,
+                   device: str) -> EvalResult:
+    """Build the evaluator (once per worker process and device) and evaluate ``arch``."""
+    torch.set_num_threads(max(1, threads))
     key = (spec_id, device)
     if key not in _WORKER_EVALUATORS:
         _WORKER_EVALUATORS.clear()  # one search's evaluator per worker: bounded memory
@@ -213,6 +235,122 @@ class RayEvaluator:
                 f"max_retries={self.max_retries})")
 
 
+class ProcessEvaluator:
+    """An evaluator whose ``evaluate`` runs the wrapped evaluator in a worker process of this
+    machine (``evaluator_backend="process"``).
+
+    The worker is spawned at the first evaluation and kept (it loads torch and the data once).
+    A worker that dies mid-evaluation is replaced by a fresh one and the evaluation retried, up to
+    ``max_retries`` times, then recorded as ``status="failed"``; past ``task_timeout`` the worker
+    is killed and the evaluation recorded as ``"timeout"``. Thread-safe: the env copies of
+    :func:`nas_gym.vector.make_env_copies` each own one, and an agent steps them from threads.
+
+    :param spec: how the worker builds the evaluator.
+    :param fingerprint: the wrapped evaluator's fingerprint (store keys do not depend on backend).
+    :param needs_model: the wrapped evaluator's ``needs_model`` (the env's module is shipped).
+    :param device: the worker's device (``"cpu"``, ``"cuda:1"``, ...).
+    :param threads: torch threads of the worker (default 1).
+    :param max_retries: fresh workers tried after a dead one, before ``status="failed"``.
+    :param task_timeout: seconds to wait for one evaluation (None: no limit).
+    :param context: multiprocessing start method (``"spawn"``: safe with threads and CUDA).
+    """
+
+    def __init__(self, spec: EvaluatorSpec, *, fingerprint: Mapping[str, Any] | None = None,
+                 needs_model: bool = True, device: str | torch.device = "cpu", threads: int = 1,
+                 max_retries: int = 2, task_timeout: float | None = None,
+                 context: str = "spawn") -> None:
+        self.spec = spec
+        self._fingerprint = dict(fingerprint) if fingerprint is not None else None
+        self.needs_model = bool(needs_model)
+        self.device = str(device)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise bad_value("threads", threads, "an integer >= 1")
+        self.threads = threads
+        self.max_retries = check_retries(max_retries)
+        if task_timeout is not None and not (isinstance(task_timeout, (int, float))
+                                             and task_timeout > 0):
+            raise bad_value("task_timeout", task_timeout, "seconds > 0 or None")
+        self.task_timeout = task_timeout
+        if context not in multiprocessing.get_all_start_methods():
+            raise bad_value("context", context, multiprocessing.get_all_start_methods())
+        self.context = context
+        self._uid = uuid.uuid4().hex
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.failures = 0  # evaluations recorded as "failed"
+        self.restarts = 0  # workers replaced after dying
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable into a vector env copy: no live pool
+        state = dict(self.__dict__)
+        state["_pool"], state["_lock"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = dict(self.spec.build("cpu").fingerprint())
+        return dict(self._fingerprint)
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context(self.context))
+            return self._pool
+
+    def _drop_pool(self, pool: ProcessPoolExecutor, *, kill: bool = False) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        if kill:  # a hung worker: shutdown() alone would wait for it
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def evaluate(self, architecture: Architecture, *, seed: int,
+                 model: nn.Module | None = None) -> EvalResult:
+        model = model.cpu() if model is not None and self.needs_model else None
+        args = (_evaluate_here, self.spec, self._uid, architecture, int(seed), model,
+                self.needs_model, self.threads, self.device)
+        attempt = 0
+        while True:
+            pool = self._get_pool()
+            future = pool.submit(*args)
+            try:
+                return future.result(timeout=self.task_timeout)
+            except FutureTimeout:
+                self._drop_pool(pool, kill=True)
+                return EvalResult(accuracy=0.0, status="timeout", message=(
+                    f"the worker ran past task_timeout={self.task_timeout} s and was killed"))
+            except BrokenProcessPool as exc:  # the worker died: a fresh one, or "failed"
+                self._drop_pool(pool)
+                if attempt >= self.max_retries:
+                    self.failures += 1
+                    return EvalResult(accuracy=0.0, status="failed", message=(
+                        f"the worker process died {attempt + 1} times "
+                        f"({attempt} retries): {exc}")[:500])
+                attempt += 1
+                self.restarts += 1
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter-dependent timing
+        pool = self.__dict__.get("_pool")
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return (f"ProcessEvaluator({self.spec.factory!r}, device={self.device!r}, "
+                f"max_retries={self.max_retries})")
+
+
 def check_resources(resources: Mapping[str, Any] | None) -> dict[str, Any]:
     if resources is None:
         return {"num_cpus": 1}
@@ -244,6 +382,6 @@ def check_backend_kwargs(backend: Any, ray_address: Any, ray_resources: Any,
         raise bad_value("ray_address", ray_address, "None or a Ray address string")
     check_resources(ray_resources)
     check_retries(max_retries)
-    if backend == "local" and (ray_address is not None or ray_resources is not None):
+    if backend != "ray" and (ray_address is not None or ray_resources is not None):
         raise bad_value("evaluator_backend", backend,
                         "'ray' when ray_address or ray_resources is given")

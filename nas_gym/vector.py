@@ -1,11 +1,17 @@
-"""Vector envs over nas_gym envs: several copies, each training its children in its own process
-(SPEC §5, "Parallel evaluation: vector envs on one machine"), all sharing one evaluation store file.
+"""Several copies of a nas_gym env, all sharing one evaluation store file (SPEC §5, "Parallel
+evaluation: vector envs on one machine").
 
-``make_vector_env("CellNAS-v0", 4, store="runs/evals.sqlite", epochs=1)`` gives a Gymnasium
-``AsyncVectorEnv``; :func:`make_env_fns` gives the picklable per-copy factories SB3's
-``SubprocVecEnv`` takes. On a machine with several GPUs copy ``i`` uses ``devices[i % k]`` (all
-visible GPUs by default), and every copy caps its torch threads so copies do not oversubscribe the
-cores.
+- ``make_vector_env("CellNAS-v0", 4, store="runs/evals.sqlite", epochs=1)`` gives a Gymnasium
+  ``AsyncVectorEnv`` (each copy steps, and trains its children, in its own process);
+  :func:`make_env_fns` gives the picklable per-copy factories SB3's ``SubprocVecEnv`` takes.
+- ``make_env_copies("CellNAS-v0", 4, store=...)`` gives a list of copies in this process for the
+  agents that evaluate a batch concurrently (``agent.learn(copies, ...)``, see :mod:`agents.base`):
+  each copy trains its children in its own worker process (``evaluator_backend="process"``, the
+  default here; a worker that dies is replaced and the evaluation retried) or in Ray tasks
+  (``evaluator_backend="ray"``).
+
+On a machine with several GPUs copy ``i`` uses ``devices[i % k]`` (all visible GPUs by default),
+and every copy caps its torch threads so copies do not oversubscribe the cores.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from .errors import bad_value
 
 VECTOR_BACKENDS = ("async", "sync")
 
-__all__ = ["VECTOR_BACKENDS", "copy_devices", "make_env_fns", "make_vector_env"]
+__all__ = ["VECTOR_BACKENDS", "copy_devices", "make_env_copies", "make_env_fns", "make_vector_env"]
 
 
 def copy_devices(n: int, devices: Sequence[str] | str | None = None) -> list[str | None]:
@@ -92,3 +98,41 @@ def make_vector_env(env_id: str, n: int, *, backend: str = "async",
     if backend == "sync":
         return gym.vector.SyncVectorEnv(fns)
     return gym.vector.AsyncVectorEnv(fns, context=context)
+
+
+def make_env_copies(env_id: str, n: int, *, devices: Sequence[str] | str | None = None,
+                    torch_threads: int | None = None, **kwargs: Any) -> list[gym.Env]:
+    """``n`` copies of ``env_id`` in this process, for ``agent.learn(copies, ...)``.
+
+    :param devices: per-copy devices, round-robin (default: the visible GPUs; see
+        :func:`copy_devices`).
+    :param torch_threads: torch threads of each copy's worker (default ``max(1, cores // n)``).
+    :param kwargs: the env's own arguments; ``evaluator_backend`` defaults to ``"process"`` (one
+        worker process per copy) - ``"ray"`` sends the children to Ray, ``"local"`` trains them
+        in the agent's threads. ``store`` (default: the default store file) must not be
+        ``":memory:"`` when ``n > 1``: the copies share it.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise bad_value("n", n, "an integer >= 1")
+    if n > 1 and kwargs.get("store") == ":memory:":
+        raise bad_value("store", kwargs.get("store"), "a file path shared by the copies")
+    if "device" in kwargs and devices is not None:
+        raise bad_value("devices", devices, "None when device= is given (one device for all)")
+    kwargs.setdefault("evaluator_backend", "process")
+    if torch_threads is None:
+        torch_threads = max(1, (os.cpu_count() or 1) // n)
+    elif isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
+        raise bad_value("torch_threads", torch_threads, "None or an integer >= 1")
+    if kwargs["evaluator_backend"] == "process":
+        kwargs.setdefault("worker_threads", torch_threads)
+    devs = [None] * n if "device" in kwargs else copy_devices(n, devices)
+    copies: list[gym.Env] = []
+    try:
+        for i in range(n):
+            copies.append(gym.make(env_id, **kwargs, **({} if devs[i] is None
+                                                        else {"device": devs[i]})))
+    except BaseException:
+        for env in copies:
+            env.close()
+        raise
+    return copies

@@ -90,6 +90,10 @@ class NasEnv(gym.Env):
         return info
 
     def close(self) -> None:
+        """Stops the env's evaluation worker (``evaluator_backend="process"``), if any."""
+        stop = getattr(self.components.evaluator, "close", None)
+        if callable(stop):
+            stop()
         super().close()
 
 

@@ -18,7 +18,13 @@ from ..device import resolve_device
 from ..errors import bad_value
 from ..evaluation import EvaluationPipeline
 from ..evaluators import EVALUATORS
-from ..parallel import EvaluatorSpec, RayEvaluator, check_backend_kwargs
+from ..parallel import (
+    EvaluatorSpec,
+    ProcessEvaluator,
+    RayEvaluator,
+    check_backend_kwargs,
+    ensure_ray,
+)
 from ..rewards import PENALTIES, Reward, parse_budget
 from ..store import EvaluationStore, open_store
 from ..training import PRESETS, TrainConfig, get_preset
@@ -74,16 +80,25 @@ def build_components(
     ray_address: str | None = None,
     ray_resources: Mapping[str, Any] | None = None,
     max_retries: int = 2,
+    worker_threads: int | None = None,
 ) -> Components:
     """Validate the common env arguments and build the shared pieces (see each env's docstring)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise bad_value("seed", seed, "an integer >= 0")
     check_backend_kwargs(evaluator_backend, ray_address, ray_resources, max_retries)
-    if evaluator_backend == "ray" and not (
-            isinstance(evaluator, RayEvaluator)
+    if worker_threads is not None and (isinstance(worker_threads, bool)
+                                       or not isinstance(worker_threads, int) or worker_threads < 1):
+        raise bad_value("worker_threads", worker_threads, "None or an integer >= 1")
+    if worker_threads is not None and evaluator_backend != "process":
+        raise bad_value("evaluator_backend", evaluator_backend,
+                        "'process' when worker_threads is given")
+    remote = {"ray": RayEvaluator, "process": ProcessEvaluator}.get(evaluator_backend)
+    if remote is not None and not (
+            isinstance(evaluator, remote)
             or (isinstance(evaluator, str) and evaluator not in STATEFUL_EVALUATORS)):
-        raise bad_value("evaluator", evaluator, "with evaluator_backend='ray': a RayEvaluator or "
-                        f"a registered name other than {STATEFUL_EVALUATORS}")
+        raise bad_value("evaluator", evaluator, f"with evaluator_backend={evaluator_backend!r}: "
+                        f"a {remote.__name__} or a registered name other than "
+                        f"{STATEFUL_EVALUATORS}")
     constraints = parse_budget(budget, default_metric)
     if penalty is None:
         penalty = default_penalty if constraints or default_penalty == "linear" else "none"
@@ -137,9 +152,19 @@ def build_components(
                                      needs_model=getattr(local, "needs_model", True),
                                      address=ray_address, resources=resources,
                                      max_retries=max_retries)
+        elif evaluator_backend == "process":  # a worker process of this machine, same device
+            spec = EvaluatorSpec(name, data_config, config, time_limit,
+                                 dict(evaluator_kwargs or {}))
+            evaluator = ProcessEvaluator(spec, fingerprint=local.fingerprint(),
+                                         needs_model=getattr(local, "needs_model", True),
+                                         device=str(dev),
+                                         threads=worker_threads or torch.get_num_threads(),
+                                         max_retries=max_retries)
     elif not callable(getattr(evaluator, "evaluate", None)):
         raise bad_value("evaluator", evaluator,
                         f"one of {EVALUATORS.names()} or an object with an evaluate() method")
+    if evaluator_backend == "ray":  # connect (or start a local instance) now, in this thread
+        ensure_ray(evaluator.address)
     the_store = open_store(store)
     pipeline = EvaluationPipeline(evaluator, the_store, reward, data.input_shape, data.num_classes,
                                   device=dev, reject_infeasible=bool(reject_infeasible),
