@@ -132,6 +132,7 @@ def _evaluate_here(spec: EvaluatorSpec, spec_id: str, arch: Architecture, seed: 
     if model is not None:
         model = model.to(device)
     result = EvalResult.coerce(evaluator.evaluate(arch, seed=seed, model=model))
+    result.extra.setdefault("worker", worker_name())  # provenance, kept in the store
     # Trained weights go back only when the env keeps them (Net2Net lineage), and on the CPU.
     result.model = result.model.cpu() if return_model and result.model is not None else None
     return result

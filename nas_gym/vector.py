@@ -90,6 +90,9 @@ def make_vector_env(env_id: str, n: int, *, backend: str = "async",
         :func:`copy_devices`).
     :param torch_threads: torch threads per copy (default ``max(1, cores // n)``).
     :param context: multiprocessing start method of the async copies (default: the platform's).
+        With ``evaluator_backend="process"`` (a copy survives the crash of its child's training:
+        the worker is replaced and the evaluation retried) the copies are not daemonic, so that
+        they may start their workers.
     :param kwargs: the env's own arguments (``store`` should be a file every copy opens).
     """
     if backend not in VECTOR_BACKENDS:
@@ -97,7 +100,9 @@ def make_vector_env(env_id: str, n: int, *, backend: str = "async",
     fns = make_env_fns(env_id, n, devices=devices, torch_threads=torch_threads, **kwargs)
     if backend == "sync":
         return gym.vector.SyncVectorEnv(fns)
-    return gym.vector.AsyncVectorEnv(fns, context=context)
+    # a copy whose children train in worker processes must be allowed children of its own
+    daemon = kwargs.get("evaluator_backend") != "process"
+    return gym.vector.AsyncVectorEnv(fns, context=context, daemon=daemon)
 
 
 def make_env_copies(env_id: str, n: int, *, devices: Sequence[str] | str | None = None,

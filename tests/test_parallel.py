@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -18,10 +19,10 @@ import nas_gym  # noqa: F401  (registers the env ids)
 from nas_gym.data import DataConfig
 from nas_gym.errors import ConfigError
 from nas_gym.evaluators import TrainEvaluator
-from nas_gym.parallel import EvaluatorSpec, RayEvaluator
+from nas_gym.parallel import EvaluatorSpec, ProcessEvaluator, RayEvaluator
 from nas_gym.store import EvaluationStore
 from nas_gym.training import get_preset
-from nas_gym.vector import copy_devices, make_env_fns, make_vector_env
+from nas_gym.vector import copy_devices, make_env_copies, make_env_fns, make_vector_env
 
 TINY = {"epochs": 1, "train_size": 200, "min_blocks": 2, "max_blocks": 2,
         "measure_latency": False}
@@ -175,3 +176,169 @@ def test_ray_worker_dying_every_time_is_recorded_failed(ray_instance, tmp_path) 
         record = store.get(e.info["store_key"])
         assert record["status"] == "failed" and "retries" in record["message"]
     assert store.in_flight() == []
+
+
+# -- the process backend and concurrent batches ----------------------------------------------------
+def _spec(factory, **kwargs) -> EvaluatorSpec:
+    return EvaluatorSpec(factory, DataConfig(name="digits", train_size=200),
+                         dataclasses.replace(get_preset("digits"), epochs=1), kwargs=kwargs)
+
+
+class RendezvousEvaluator(TrainEvaluator):
+    """Trains the child, but first waits (up to ``wait`` s) until ``parties`` evaluations of the
+    search have begun: the meeting happens only when evaluations run at the same time, so
+    ``extra["met"]`` shows concurrency without timing anything."""
+
+    def __init__(self, data, config, *, time_limit=None, folder: str, parties: int = 2,
+                 wait: float = 120.0):
+        super().__init__(data, config, time_limit=time_limit)
+        self.folder, self.parties, self.wait = folder, parties, wait
+
+    def evaluate(self, architecture, *, seed, model=None):
+        open(os.path.join(self.folder, f"{os.getpid()}-{time.monotonic_ns()}"), "w").close()
+        deadline = time.monotonic() + self.wait
+        while len(os.listdir(self.folder)) < self.parties and time.monotonic() < deadline:
+            time.sleep(0.01)
+        met = len(os.listdir(self.folder)) >= self.parties
+        result = super().evaluate(architecture, seed=seed, model=model)
+        result.extra.update(met=met, pid=os.getpid())
+        return result
+
+
+def _play(env, actions_or_rng):
+    """One episode on ``env`` from a seeded reset: masked random actions (or the given ones)."""
+    obs, info = env.reset(seed=0)
+    actions, done = [], False
+    while not done:
+        if isinstance(actions_or_rng, list):
+            a = actions_or_rng[len(actions)]
+        else:
+            a = int(actions_or_rng.choice(np.flatnonzero(info["action_mask"])))
+        actions.append(a)
+        obs, reward, done, _, info = env.step(a)
+    return actions, reward, info
+
+
+def test_process_backend_trains_as_the_local_one_in_a_worker() -> None:
+    env = gym.make("CellNAS-v0", store=":memory:", evaluator_backend="process",
+                   worker_threads=1, **TINY)
+    local = gym.make("CellNAS-v0", store=":memory:", **TINY)
+    try:
+        assert env.unwrapped.components.pipeline.fingerprint == \
+            local.unwrapped.components.pipeline.fingerprint  # store keys do not change
+        actions, reward, info = _play(env, np.random.default_rng(3))
+        _, local_reward, local_info = _play(local, actions)
+        assert info["status"] == "ok" and not info["cache_hit"]
+        assert (info["accuracy"], reward) == (local_info["accuracy"], local_reward)
+        record = env.unwrapped.store.get(info["store_key"])
+        assert record["extra"]["worker"].split(":")[-1] != str(os.getpid())  # another process
+    finally:
+        env.close()
+    with pytest.raises(ConfigError, match="worker_threads"):
+        gym.make("CellNAS-v0", store=":memory:", evaluator_backend="process", worker_threads=0)
+    with pytest.raises(ConfigError, match="evaluator_backend"):
+        gym.make("CellNAS-v0", store=":memory:", worker_threads=2)  # local: no worker
+
+
+def _copies(tmp_path, name: str, evaluator_factory, n: int = 2):
+    path = str(tmp_path / f"{name}.sqlite")
+    return [gym.make("CellNAS-v0", store=path, evaluator=evaluator_factory(),
+                     evaluator_backend="process", **TINY) for _ in range(n)], path
+
+
+def test_reinforce_batch_is_evaluated_concurrently_with_the_same_episodes(tmp_path) -> None:
+    """Two copies, REINFORCE with batches of 2: the two children of a batch train at the same time
+    in two worker processes, and the search makes the same decisions and gets the same rewards as
+    one env playing the episodes one after another."""
+    folder = tmp_path / "rendezvous"
+    folder.mkdir()
+    fingerprint = {"evaluator": "rendezvous"}
+    copies, path = _copies(tmp_path, "concurrent", lambda: ProcessEvaluator(
+        _spec(RendezvousEvaluator, folder=str(folder)), fingerprint=fingerprint))
+    try:
+        concurrent = _search(copies, 4)
+    finally:
+        for env in copies:
+            env.close()
+    store = EvaluationStore(path)
+    extras = [store.get(e.info["store_key"])["extra"] for e in concurrent]
+    assert extras[0]["met"] and extras[1]["met"]  # the first batch's children met: concurrent
+    assert extras[0]["pid"] != extras[1]["pid"] and os.getpid() not in {x["pid"] for x in extras}
+    assert [e.index for e in concurrent] == [0, 1, 2, 3]
+    assert store.in_flight() == [] and all(e.info["status"] == "ok" for e in concurrent)
+
+    sequential = _search(gym.make("CellNAS-v0", store=":memory:", **TINY), 4)
+    assert [(e.actions, e.reward) for e in sequential] == \
+        [(e.actions, e.reward) for e in concurrent]
+
+
+def test_copies_are_validated() -> None:
+    agent = agents.make_agent("reinforce", seed=0)
+    with pytest.raises(ConfigError, match="env"):
+        agent.learn([], 2)
+    with pytest.raises(ConfigError, match=r"env\[1\]"):
+        agent.learn([gym.make("CellNAS-v0", store=":memory:", **TINY),
+                     gym.make("CellNAS-v0", store=":memory:", **{**TINY, "max_blocks": 3})], 2)
+    with pytest.raises(ConfigError, match="store"):
+        make_env_copies("CellNAS-v0", 2, store=":memory:")
+
+
+def test_vector_env_worker_killed_mid_evaluation_is_retried(tmp_path) -> None:
+    """Gymnasium's AsyncVectorEnv, each copy sending its children to a worker process: the first
+    worker to train a child is killed (SIGKILL, like a segfault); the copy survives, a fresh worker
+    retrains the child, and every evaluation lands in the store."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    path = str(tmp_path / "evals.sqlite")
+    evaluator = ProcessEvaluator(_spec(CrashingEvaluator, marker_dir=str(markers)),
+                                 fingerprint={"evaluator": "crash-once"}, max_retries=1)
+    vec = make_vector_env("CellNAS-v0", 2, store=path, torch_threads=1, evaluator=evaluator,
+                          evaluator_backend="process", **TINY)
+    try:
+        rng = np.random.default_rng(0)
+        obs, info = vec.reset(seed=[0, 1])
+        for _ in range(TOKENS):
+            actions = [int(rng.choice(np.flatnonzero(m))) for m in info["action_mask"]]
+            obs, reward, term, trunc, info = vec.step(np.asarray(actions))
+        assert term.all() and list(info["status"]) == ["ok", "ok"]
+        keys = set(info["store_key"].tolist())
+    finally:
+        vec.close()
+    assert os.listdir(markers) == ["crashed"]  # one worker did die
+    store = EvaluationStore(path)
+    assert all(k in store for k in keys) and store.in_flight() == []
+
+
+def test_copies_whose_worker_always_dies_record_failed_and_go_on(tmp_path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    copies, path = _copies(tmp_path, "failed", lambda: ProcessEvaluator(
+        _spec(CrashingEvaluator, marker_dir=str(markers), always=True),
+        fingerprint={"evaluator": "crash-always"}, max_retries=1))
+    try:
+        episodes = _search(copies, 2)  # the search goes on
+    finally:
+        for env in copies:
+            env.close()
+    store = EvaluationStore(path)
+    for e in episodes:
+        assert e.info["status"] == "failed" and np.isfinite(e.reward)
+        record = store.get(e.info["store_key"])
+        assert record["status"] == "failed" and "1 retries" in record["message"]
+    assert store.in_flight() == []
+
+
+def test_ray_copies_evaluate_a_batch_concurrently(ray_instance, tmp_path) -> None:
+    """REINFORCE over two copies on the Ray backend: the children of a batch are Ray tasks in
+    flight together on two workers; the driver writes every result to the store."""
+    folder = tmp_path / "rendezvous"
+    folder.mkdir()
+    path = str(tmp_path / "ray-copies.sqlite")
+    copies = [gym.make("CellNAS-v0", store=path, **TINY, evaluator=RayEvaluator(
+        _spec(RendezvousEvaluator, folder=str(folder)), fingerprint={"evaluator": "rdv"}))
+        for _ in range(2)]
+    episodes = _search(copies, 4)
+    store = EvaluationStore(path)
+    extras = [store.get(e.info["store_key"])["extra"] for e in episodes]
+    assert extras[0]["met"] and extras[1]["met"] and extras[0]["pid"] != extras[1]["pid"]
+    assert all(e.info["status"] == "ok" for e in episodes) and store.in_flight() == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,11 @@ def build_components(
     if worker_threads is not None and (isinstance(worker_threads, bool)
                                        or not isinstance(worker_threads, int) or worker_threads < 1):
         raise bad_value("worker_threads", worker_threads, "None or an integer >= 1")
+    if evaluator_backend == "process" and multiprocessing.current_process().daemon:
+        raise bad_value("evaluator_backend", evaluator_backend,
+                        "'local' in a daemonic process (SB3's SubprocVecEnv; each copy is already "
+                        "a process), or make the vector env with daemon=False "
+                        "(nas_gym.vector.make_vector_env does)")
     if worker_threads is not None and evaluator_backend != "process":
         raise bad_value("evaluator_backend", evaluator_backend,
                         "'process' when worker_threads is given")
