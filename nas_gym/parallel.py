@@ -236,6 +236,18 @@ class RayEvaluator:
                 f"max_retries={self.max_retries})")
 
 
+def _watch_parent(parent: int) -> None:
+    """Initializer of a ``"process"`` worker: exit when the driver is gone (a killed driver must
+    not leave its workers behind, blocked on a queue nobody will write)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="nas-gym-parent-watch", daemon=True).start()
+
+
 class ProcessEvaluator:
     """An evaluator whose ``evaluate`` runs the wrapped evaluator in a worker process of this
     machine (``evaluator_backend="process"``).
@@ -299,7 +311,8 @@ class ProcessEvaluator:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    1, mp_context=multiprocessing.get_context(self.context))
+                    1, mp_context=multiprocessing.get_context(self.context),
+                    initializer=_watch_parent, initargs=(os.getpid(),))
             return self._pool
 
     def _drop_pool(self, pool: ProcessPoolExecutor, *, kill: bool = False) -> None:

@@ -152,3 +152,56 @@ def test_config_file_and_value_parsing(tmp_path) -> None:
     assert main(["search", "--config", str(config)]) == 2
     shipped = Path(__file__).parents[1] / "experiments" / "configs" / "digits-cell.yaml"
     SearchConfig(**{**asdict(SearchConfig()), **load_config_file(str(shipped))}).validate()
+
+
+def test_concurrent_search_killed_and_resumed_repeats_no_finished_evaluation(tmp_path) -> None:
+    """``--workers 2``: REINFORCE's batch trains in two worker processes. The driver is killed
+    (SIGKILL) mid-search and started again: finished evaluations come from the store, the
+    evaluations in flight at the kill are redone, and the log is the same as one unbroken run's."""
+    out = tmp_path / "run"
+    args = ["search", "--env", "CellNAS-v0", "--agent", "reinforce", "--episodes", "8",
+            "--workers", "2", "--final-epochs", "0", "--out", str(out), *TINY]
+    proc = subprocess.Popen([NAS_GYM, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.monotonic() + 240
+    while len(read_evaluations(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    proc.kill()
+    proc.wait()
+    first = read_evaluations(out)
+    assert 3 <= len(first) < 8, len(first)
+    assert len(workers) >= 2  # the two evaluation workers (and multiprocessing's tracker)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()], "workers outlived the driver"
+    done = nas_gym_cmd(*args)
+    assert done.returncode == 0, done.stderr
+    rows = read_evaluations(out)
+    resumed = json.loads((out / "config.json").read_text())["resumed_at_episode"]
+    assert resumed % 2 == 0 and [r["episode"] for r in rows] == list(range(8))
+    assert rows[:resumed] == first[:resumed]
+    for before, after in zip(first[resumed:], rows[resumed:], strict=False):
+        assert after["architecture"] == before["architecture"] and after["cache_hit"]
+    trained = Counter(r["store_key"] for r in first + rows[resumed:] if not r["cache_hit"])
+    assert max(trained.values()) == 1, "a finished evaluation was trained twice"
+    # the same search in one piece, one worker: the same episodes (timing does not matter)
+    whole = nas_gym_cmd(*[a if a != str(out) else str(tmp_path / "whole") for a in args
+                          if a not in ("--workers", "2")])
+    assert whole.returncode == 0, whole.stderr
+    assert [(r["architecture"], r["accuracy"]) for r in read_evaluations(tmp_path / "whole")] \
+        == [(r["architecture"], r["accuracy"]) for r in rows]
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
