@@ -20,11 +20,11 @@ random generator states, episode count, best).
 **Concurrent evaluation.** The agents that sample several architectures per policy update
 (REINFORCE's ``batch_episodes``, EAS's 10, EPNAS's ``branches``) also take a *list of env copies*
 (:func:`nas_gym.vector.make_env_copies`): the episodes of a batch are then played at the same
-time, one thread per copy, so the copies' children train concurrently (in worker processes with
+time, one thread per copy (a free copy takes the batch's next episode), so the copies' children train concurrently (in worker processes with
 ``evaluator_backend="process"``, in Ray tasks with ``"ray"``). Decisions are serialised by one
-policy lock and episode ``i`` samples from its own generator (:meth:`Agent.episode_generator`, a
-function of the seed and ``i``), copies reset in episode order and copy ``k`` is seeded with
-``seed + k``: a search gives the same episodes whatever the timing of the copies.
+policy lock, episode ``i`` resets its env with and samples from its own seed
+(:meth:`Agent.episode_seed`, a function of the seed and ``i``) and copies reset in episode order:
+a search gives the same episodes whatever the number of copies and their timing.
 """
 
 from __future__ import annotations
@@ -252,17 +252,24 @@ class Agent(ABC):
         return [self.play_episode(env, deterministic=deterministic, index=-1) for _ in range(n)]
 
     # -- helpers for subclasses -----------------------------------------------------------------
-    def _reset(self, env: gym.Env, copy: int = 0,
-               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        if copy not in self._seeded:  # seed once; later resets continue the env's own generator
-            self._seeded.add(copy)
-            return env.reset(seed=self.seed + copy, options=options)
-        return env.reset(options=options)
+    def _reset(self, env: gym.Env, options: dict[str, Any] | None = None,
+               index: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset for episode ``index``: seeded with :meth:`episode_seed` (the env's randomness,
+        e.g. a random start network, is then the same whichever copy plays the episode);
+        ``None`` / negative: the env's generator continues."""
+        if index is None or index < 0:
+            return env.reset(options=options)
+        return env.reset(seed=self.episode_seed(index), options=options)
+
+    def episode_seed(self, index: int) -> int:
+        """The seed of episode ``index`` (its env reset and its sampling): a function of
+        ``(seed, index)`` only."""
+        state = np.random.SeedSequence([self.seed, int(index)]).generate_state(1, np.uint64)[0]
+        return int(state >> np.uint64(1))
 
     def episode_generator(self, index: int) -> torch.Generator:
-        """The sampling generator of episode ``index``: a function of ``(seed, index)`` only."""
-        state = np.random.SeedSequence([self.seed, int(index)]).generate_state(1, np.uint64)[0]
-        return torch.Generator().manual_seed(int(state >> np.uint64(1)))
+        """The sampling generator of episode ``index``."""
+        return torch.Generator().manual_seed(self.episode_seed(index))
 
     def _sampler(self, default: torch.Generator) -> torch.Generator:
         """The generator of the episode this thread plays (``default`` outside one)."""
@@ -287,7 +294,7 @@ class Agent(ABC):
         counted = index >= 0
         self._local.gen = self.episode_generator(index) if counted else None
         try:
-            obs, info = first if first is not None else self._reset(env)
+            obs, info = first if first is not None else self._reset(env, index=index)
             actions, types, masks, total, state = [], [], [], 0.0, None
             while True:
                 mask, token_type = decision(info, env.action_space)
@@ -312,40 +319,40 @@ class Agent(ABC):
     def _play_many(self, envs: list[gym.Env], count: int,
                    play: Callable[[gym.Env, tuple[Any, dict[str, Any]], int, int], Any],
                    options: Callable[[int], dict[str, Any] | None] | None = None) -> list[Any]:
-        """Play episodes ``num_episodes + j`` for ``j < count``; episode ``j`` on copy
-        ``j % len(envs)``, the copies concurrently (one thread each), resets in episode order.
+        """Play episodes ``num_episodes + j`` for ``j < count`` on the copies, concurrently (one
+        thread per copy): a copy that is free takes the next episode and resets for it (resets
+        happen in episode order); episode seeds make the result independent of which copy plays.
 
         ``play(env, (obs, info), index, j)`` plays one episode from its reset; the results come
         back in episode order. An exception in any copy stops the others and is raised here."""
         base, n = self.num_episodes, min(len(envs), count)
         opts = options or (lambda j: None)
         if n <= 1:
-            return [play(envs[0], self._reset(envs[0], 0, opts(j)), base + j, j)
+            return [play(envs[0], self._reset(envs[0], opts(j), base + j), base + j, j)
                     for j in range(count)]
-        turn, state = threading.Condition(), {"next": 0, "error": False}
+        lock, state = threading.Lock(), {"next": 0, "error": False}
         results: list[Any] = [None] * count
 
-        def run(c: int) -> None:
-            try:
-                for j in range(c, count, n):
-                    with turn:
-                        turn.wait_for(lambda j=j: state["next"] == j or state["error"])
-                        if state["error"]:
-                            return
-                        try:
-                            first = self._reset(envs[c], c, opts(j))
-                        finally:
-                            state["next"] += 1
-                            turn.notify_all()
-                    results[j] = play(envs[c], first, base + j, j)
-            except BaseException:
-                with turn:
+        def run(env: gym.Env) -> None:
+            while True:
+                with lock:  # take the next episode and reset for it, in episode order
+                    j = state["next"]
+                    if j >= count or state["error"]:
+                        return
+                    state["next"] += 1
+                    try:
+                        first = self._reset(env, opts(j), base + j)
+                    except BaseException:
+                        state["error"] = True
+                        raise
+                try:
+                    results[j] = play(env, first, base + j, j)
+                except BaseException:
                     state["error"] = True
-                    turn.notify_all()
-                raise
+                    raise
 
         with ThreadPoolExecutor(n, thread_name_prefix=f"{self.name or 'agent'}-copy") as pool:
-            futures = [pool.submit(run, c) for c in range(n)]
+            futures = [pool.submit(run, env) for env in envs[:n]]
         for f in futures:
             f.result()  # re-raises the first copy's exception
         return results

@@ -220,3 +220,28 @@ def test_cli_search_writes_every_output(env_id, agent, extra, tmp_path) -> None:
     assert (out / "agent_state.pt").is_file() and (out / "best_so_far.png").is_file()
     state = torch.load(out / "agent_state.pt", weights_only=False)
     assert state["agent"] == agent and state["num_episodes"] == 4
+
+
+@pytest.mark.parametrize("name, make_env, kwargs", [
+    ("eas", lambda **kw: net2net(max_deeper=1, max_wider=1, **kw), {"batch_episodes": 2}),
+    ("epnas", lambda **kw: progressive(max_transforms=2, start_size=2, **kw),
+     {"branches": 2, "top_k": 2})], ids=["eas", "epnas"])
+def test_batch_on_two_copies_is_the_same_search(name, make_env, kwargs, tmp_path) -> None:
+    """EAS's networks of an update and EPNAS's branches played on two env copies, their children
+    trained at the same time in two worker processes: the same decisions, networks and rewards
+    as one env playing them in turn (episode seeds, not timing, decide)."""
+    sequential: list = []
+    make_agent(name, seed=0, **kwargs).learn(make_env(), 4, callback=sequential.append)
+    store = str(tmp_path / "copies.sqlite")
+    copies = [make_env(store=store, evaluator_backend="process") for _ in range(2)]
+    try:
+        concurrent: list = []
+        make_agent(name, seed=0, **kwargs).learn(copies, 4, callback=concurrent.append)
+    finally:
+        for env in copies:
+            env.close()
+    assert [(e.actions, e.architecture, e.reward) for e in concurrent] == \
+        [(e.actions, e.architecture, e.reward) for e in sequential]
+    workers = {EvaluationStore(store).get(e.info["store_key"])["extra"]["worker"]
+               for e in concurrent}
+    assert len(workers) == 2  # each copy's children trained in its own worker process

@@ -58,7 +58,9 @@ class CellNASEnv(TokenEnv):
       ``accuracy_transform``, ``dataset``, ``data_root``, ``download``, ``train_size``,
       ``training``, ``epochs``, ``batch_size``, ``lr``, ``device``, ``evaluator``,
       ``evaluator_kwargs``, ``store``, ``seed``, ``reject_infeasible``, ``measure_latency``,
-      ``time_limit``, ``invalid_action``.
+      ``time_limit``, ``invalid_action``; where children train (SPEC §5): ``evaluator_backend``
+      (``"local"`` / ``"process"`` / ``"ray"``), ``worker_threads``, ``ray_address``,
+      ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.parallel`).
 
     ## Version History
     - v0: initial version.
