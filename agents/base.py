@@ -20,11 +20,12 @@ random generator states, episode count, best).
 **Concurrent evaluation.** The agents that sample several architectures per policy update
 (REINFORCE's ``batch_episodes``, EAS's 10, EPNAS's ``branches``) also take a *list of env copies*
 (:func:`nas_gym.vector.make_env_copies`): the episodes of a batch are then played at the same
-time, one thread per copy (a free copy takes the batch's next episode), so the copies' children train concurrently (in worker processes with
-``evaluator_backend="process"``, in Ray tasks with ``"ray"``). Decisions are serialised by one
-policy lock, episode ``i`` resets its env with and samples from its own seed
-(:meth:`Agent.episode_seed`, a function of the seed and ``i``) and copies reset in episode order:
-a search gives the same episodes whatever the number of copies and their timing.
+time, one thread per copy (a free copy takes the batch's next episode), so the copies' children
+train concurrently (in worker processes with ``evaluator_backend="process"``, in Ray tasks with
+``"ray"``). Decisions are serialised by one policy lock, episode ``i`` resets its env with and
+samples from its own seed (:meth:`Agent.episode_seed`, a function of the seed and ``i``) and
+copies reset in episode order: a search gives the same episodes whatever the number of copies
+and their timing.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class Agent(ABC):
         self.num_episodes = 0
         self.num_steps = 0
         self._best: Episode | None = None
-        self._seeded: set[int] = set()  # env copies reset with a seed already
+        self._seeded: set[int] = set()  # envs seeded once (the SB3 adapter's VecEnv)
         self._stop = False
         self._policy_lock = threading.RLock()  # one decision at a time across copies
         self._local = threading.local()  # the sampling generator of this thread's episode

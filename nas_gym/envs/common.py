@@ -169,7 +169,7 @@ def build_components(
     elif not callable(getattr(evaluator, "evaluate", None)):
         raise bad_value("evaluator", evaluator,
                         f"one of {EVALUATORS.names()} or an object with an evaluate() method")
-    if evaluator_backend == "ray":  # connect (or start a local instance) now, in this thread
+    if isinstance(evaluator, RayEvaluator):  # connect (or start a local instance) now, here
         ensure_ray(evaluator.address)
     the_store = open_store(store)
     pipeline = EvaluationPipeline(evaluator, the_store, reward, data.input_shape, data.num_classes,
