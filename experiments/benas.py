@@ -354,6 +354,9 @@ def _dispatch(args: argparse.Namespace, fallback: Callable[[argparse.Namespace],
     sc = search_config(args)
     if sc.agent != "reinforce":
         raise bad_value("--agent", sc.agent, "'reinforce' (B-ENAS's controller) with --method benas")
+    if sc.workers != 1 or sc.backend not in ("auto", "local"):
+        raise bad_value("--workers / --backend", (sc.workers, sc.backend),
+                        "1 / local with --method benas (one super-network, in this process)")
     torch.set_num_threads(sc.threads)
     config = BenasConfig(env=sc.env, budget=sc.budget, epochs=args.benas_epochs,
                          child_steps=args.child_steps, controller_steps=args.controller_steps,

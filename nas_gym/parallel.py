@@ -139,7 +139,30 @@ def _evaluate_here(spec: EvaluatorSpec, spec_id: str, arch: Architecture, seed: 
 
 
 # -- driver side ---------------------------------------------------------------------------------
-class RayEvaluator:
+class _RemoteEvaluator:
+    """What the remote evaluators share: the spec workers build from, the wrapped evaluator's
+    fingerprint (so store keys do not depend on the backend), bounded retries and a timeout."""
+
+    def __init__(self, spec: EvaluatorSpec, fingerprint: Mapping[str, Any] | None,
+                 needs_model: bool, max_retries: int, task_timeout: float | None) -> None:
+        self.spec = spec
+        self._fingerprint = dict(fingerprint) if fingerprint is not None else None
+        self.needs_model = bool(needs_model)
+        self.max_retries = check_retries(max_retries)
+        if task_timeout is not None and not (isinstance(task_timeout, (int, float))
+                                             and task_timeout > 0):
+            raise bad_value("task_timeout", task_timeout, "seconds > 0 or None")
+        self.task_timeout = task_timeout
+        self._uid = uuid.uuid4().hex  # names this spec in the workers' caches
+        self.failures = 0  # evaluations recorded as "failed" by this driver
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = dict(self.spec.build("cpu").fingerprint())
+        return dict(self._fingerprint)
+
+
+class RayEvaluator(_RemoteEvaluator):
     """An evaluator whose ``evaluate`` runs the wrapped evaluator in a Ray task.
 
     Its :meth:`fingerprint` is the wrapped evaluator's, so the store keys of a search do not depend
@@ -160,25 +183,11 @@ class RayEvaluator:
                  needs_model: bool = True, address: str | None = None,
                  resources: Mapping[str, Any] | None = None, max_retries: int = 2,
                  task_timeout: float | None = None) -> None:
-        self.spec = spec
-        self._fingerprint = dict(fingerprint) if fingerprint is not None else None
-        self.needs_model = bool(needs_model)
+        super().__init__(spec, fingerprint, needs_model, max_retries, task_timeout)
         self.address = address
         self.resources = check_resources(resources)
-        self.max_retries = check_retries(max_retries)
-        if task_timeout is not None and not (isinstance(task_timeout, (int, float))
-                                             and task_timeout > 0):
-            raise bad_value("task_timeout", task_timeout, "seconds > 0 or None")
-        self.task_timeout = task_timeout
         self._spec_ref: Any = None
         self._fn: Any = None
-        self._uid = uuid.uuid4().hex  # names this spec in the workers' caches
-        self.failures = 0  # evaluations recorded as "failed" by this driver
-
-    def fingerprint(self) -> dict[str, Any]:
-        if self._fingerprint is None:
-            self._fingerprint = dict(self.spec.build("cpu").fingerprint())
-        return dict(self._fingerprint)
 
     def submit(self, arch: Architecture, *, seed: int, model: nn.Module | None = None) -> Any:
         """Start one evaluation; returns the Ray object ref (see :meth:`result`)."""
@@ -248,7 +257,7 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="nas-gym-parent-watch", daemon=True).start()
 
 
-class ProcessEvaluator:
+class ProcessEvaluator(_RemoteEvaluator):
     """An evaluator whose ``evaluate`` runs the wrapped evaluator in a worker process of this
     machine (``evaluator_backend="process"``).
 
@@ -272,25 +281,16 @@ class ProcessEvaluator:
                  needs_model: bool = True, device: str | torch.device = "cpu", threads: int = 1,
                  max_retries: int = 2, task_timeout: float | None = None,
                  context: str = "spawn") -> None:
-        self.spec = spec
-        self._fingerprint = dict(fingerprint) if fingerprint is not None else None
-        self.needs_model = bool(needs_model)
+        super().__init__(spec, fingerprint, needs_model, max_retries, task_timeout)
         self.device = str(device)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise bad_value("threads", threads, "an integer >= 1")
         self.threads = threads
-        self.max_retries = check_retries(max_retries)
-        if task_timeout is not None and not (isinstance(task_timeout, (int, float))
-                                             and task_timeout > 0):
-            raise bad_value("task_timeout", task_timeout, "seconds > 0 or None")
-        self.task_timeout = task_timeout
         if context not in multiprocessing.get_all_start_methods():
             raise bad_value("context", context, multiprocessing.get_all_start_methods())
         self.context = context
-        self._uid = uuid.uuid4().hex
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self.failures = 0  # evaluations recorded as "failed"
         self.restarts = 0  # workers replaced after dying
 
     def __getstate__(self) -> dict[str, Any]:  # picklable into a vector env copy: no live pool
@@ -301,11 +301,6 @@ class ProcessEvaluator:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-
-    def fingerprint(self) -> dict[str, Any]:
-        if self._fingerprint is None:
-            self._fingerprint = dict(self.spec.build("cpu").fingerprint())
-        return dict(self._fingerprint)
 
     def _get_pool(self) -> ProcessPoolExecutor:
         with self._lock:

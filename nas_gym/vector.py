@@ -64,6 +64,14 @@ def make_env_fns(env_id: str, n: int, *, devices: Sequence[str] | str | None = N
     """``n`` picklable env factories (``functools.partial``) for ``AsyncVectorEnv`` / SB3's
     ``SubprocVecEnv``. ``torch_threads`` (default ``max(1, cores // n)``) is set in each copy.
     The ``store`` must be a file (``":memory:"`` cannot be shared between processes)."""
+    devs, torch_threads = _plan_copies(n, devices, torch_threads, kwargs)
+    return [functools.partial(_make_copy, env_id, i, devs[i], torch_threads, dict(kwargs))
+            for i in range(n)]
+
+
+def _plan_copies(n: int, devices: Sequence[str] | str | None, torch_threads: int | None,
+                 kwargs: dict[str, Any]) -> tuple[list[str | None], int]:
+    """Validate the copy arguments; the device of each copy and the torch threads per copy."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise bad_value("n", n, "an integer >= 1")
     if kwargs.get("store") == ":memory:" and n > 1:
@@ -74,9 +82,7 @@ def make_env_fns(env_id: str, n: int, *, devices: Sequence[str] | str | None = N
         torch_threads = max(1, (os.cpu_count() or 1) // n)
     elif isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
         raise bad_value("torch_threads", torch_threads, "None or an integer >= 1")
-    devs = [None] * n if "device" in kwargs else copy_devices(n, devices)
-    return [functools.partial(_make_copy, env_id, i, devs[i], torch_threads, dict(kwargs))
-            for i in range(n)]
+    return ([None] * n if "device" in kwargs else copy_devices(n, devices)), torch_threads
 
 
 def make_vector_env(env_id: str, n: int, *, backend: str = "async",
@@ -117,20 +123,10 @@ def make_env_copies(env_id: str, n: int, *, devices: Sequence[str] | str | None 
         in the agent's threads. ``store`` (default: the default store file) must not be
         ``":memory:"`` when ``n > 1``: the copies share it.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise bad_value("n", n, "an integer >= 1")
-    if n > 1 and kwargs.get("store") == ":memory:":
-        raise bad_value("store", kwargs.get("store"), "a file path shared by the copies")
-    if "device" in kwargs and devices is not None:
-        raise bad_value("devices", devices, "None when device= is given (one device for all)")
+    devs, torch_threads = _plan_copies(n, devices, torch_threads, kwargs)
     kwargs.setdefault("evaluator_backend", "process")
-    if torch_threads is None:
-        torch_threads = max(1, (os.cpu_count() or 1) // n)
-    elif isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
-        raise bad_value("torch_threads", torch_threads, "None or an integer >= 1")
     if kwargs["evaluator_backend"] == "process":
         kwargs.setdefault("worker_threads", torch_threads)
-    devs = [None] * n if "device" in kwargs else copy_devices(n, devices)
     copies: list[gym.Env] = []
     try:
         for i in range(n):

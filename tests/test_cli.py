@@ -116,6 +116,12 @@ def _check_outputs(out: Path, config: dict, rows: list[dict]) -> None:
         (["--agent", "dqn", "-A", "warp=9"], "keyword='warp'"),
         (["-E", "warp=9"], "does not accept the keyword 'warp'"),
         (["--dataset", "imagenet"], "dataset='imagenet'"),
+        (["--workers", "0"], "--workers=0 is not accepted; expected an integer >= 1"),
+        (["--workers", "2", "--agent", "random"], "agents that evaluate a batch concurrently"),
+        (["--backend", "dask"], "--backend='dask' is not accepted; expected one of"),
+        (["--address", "auto"], "expected ray when --address is given"),
+        (["-E", "evaluator_backend=ray"], "use --backend / --address"),
+        (["--method", "benas", "--workers", "2"], "1 / local with --method benas"),
     ],
 )
 def test_bad_values_give_one_line_and_status_2(argv, needle, tmp_path, capsys) -> None:
