@@ -342,3 +342,53 @@ def test_ray_copies_evaluate_a_batch_concurrently(ray_instance, tmp_path) -> Non
     extras = [store.get(e.info["store_key"])["extra"] for e in episodes]
     assert extras[0]["met"] and extras[1]["met"] and extras[0]["pid"] != extras[1]["pid"]
     assert all(e.info["status"] == "ok" for e in episodes) and store.in_flight() == []
+
+
+VECTOR_ENVS = {
+    "MacroNAS-v0": {"epochs": 1, "train_size": 200, "max_layers": 3, "measure_latency": False},
+    "Net2Net-v0": {"epochs": 1, "train_size": 200, "start_epochs": 1, "max_deeper": 1,
+                   "max_wider": 1, "measure_latency": False},
+}
+
+
+@pytest.mark.parametrize("kind", ["gymnasium", "sb3"])
+@pytest.mark.parametrize("env_id", sorted(VECTOR_ENVS))
+def test_other_envs_under_vector_envs_share_one_store(env_id, kind, tmp_path) -> None:
+    """MacroNAS-v0 and Net2Net-v0 (CellNAS-v0 and ProgressiveNAS-v0 above and in their own
+    tests) under Gymnasium's AsyncVectorEnv and SB3's SubprocVecEnv: each copy finishes an episode
+    with real training in its own process, and every evaluation lands in the one store file."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    path = str(tmp_path / "evals.sqlite")
+    fns = make_env_fns(env_id, 2, store=path, torch_threads=1, **VECTOR_ENVS[env_id])
+    rng, keys, ended = np.random.default_rng(0), set(), np.zeros(2, dtype=bool)
+    if kind == "gymnasium":
+        vec = gym.vector.AsyncVectorEnv(fns)
+        try:
+            _, info = vec.reset(seed=[0, 1])
+            while not ended.all():
+                actions = [int(rng.choice(np.flatnonzero(m))) for m in info["action_mask"]]
+                _, _, term, trunc, info = vec.step(np.asarray(actions))
+                for i in np.flatnonzero((term | trunc) & ~ended):
+                    keys.add(info["store_key"][i])
+                    assert info["status"][i] == "ok" and np.isfinite(info["accuracy"][i])
+                ended |= term | trunc
+        finally:
+            vec.close()
+    else:
+        vec = SubprocVecEnv(fns, start_method="fork")
+        try:
+            vec.seed(0)
+            vec.reset()
+            while not ended.all():
+                masks = vec.env_method("action_masks")
+                _, _, dones, infos = vec.step(
+                    np.asarray([int(rng.choice(np.flatnonzero(m))) for m in masks]))
+                for i in np.flatnonzero(dones & ~ended):
+                    keys.add(infos[i]["store_key"])
+                    assert infos[i]["status"] == "ok"
+                ended |= dones
+        finally:
+            vec.close()
+    store = EvaluationStore(path)
+    assert keys and all(k in store for k in keys) and store.in_flight() == []
