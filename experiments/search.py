@@ -403,6 +403,11 @@ def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, A
         ``save`` / ``load`` / ``num_episodes`` too it is checkpointed and resumed.
     """
     config.validate()
+    if agent is not None and config.workers > 1 and not getattr(agent, "concurrent_batches",
+                                                                 False):
+        raise bad_value("workers", config.workers,
+                        f"1 for {type(agent).__name__} (its learn() takes one env; an agent with "
+                        "concurrent_batches = True takes the copies)")
     torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -266,6 +268,11 @@ def test_a_third_party_agent_drives_the_search(tmp_path) -> None:
     assert result["best"]["reward"] == max(r["reward"] for r in rows)
     nas_gym.build_model(result["best"]["architecture"], *DIGITS)
     assert (tmp_path / "run" / "best_so_far.png").is_file()
+    # its learn() takes one env: --workers 2 is refused before anything is made
+    with pytest.raises(ValueError, match="workers=2.*GreedyTokens"):
+        run_search(dataclasses.replace(config, out=str(tmp_path / "two"), workers=2),
+                   agent=GreedyTokens())
+    assert not (tmp_path / "two").exists()
 
 
 def test_agent_base_is_abstract() -> None:
