@@ -217,7 +217,7 @@ class Agent(ABC):
         self.num_episodes = 0
         self.num_steps = 0
         self._best: Episode | None = None
-        self._seeded: set[int] = set()  # envs seeded once (the SB3 adapter's VecEnv)
+        self._env_seeded = False  # the SB3 adapter seeds its VecEnv once
         self._stop = False
         self._policy_lock = threading.RLock()  # one decision at a time across copies
         self._local = threading.local()  # the sampling generator of this thread's episode
@@ -317,6 +317,12 @@ class Agent(ABC):
             self._local.gen = None
         return Episode(index, total, actions, types, masks, dict(info))
 
+    def _batch_step(self, envs: list[gym.Env], size: int, open_: int, total: int) -> int:
+        """How many episodes to play next: one with a single env (a callback can stop between
+        any two), else the rest of the open batch (``open_`` of ``size`` played), capped at
+        ``total``."""
+        return 1 if len(envs) == 1 else min(size - open_, total - self.num_episodes)
+
     def _play_many(self, envs: list[gym.Env], count: int,
                    play: Callable[[gym.Env, tuple[Any, dict[str, Any]], int, int], Any],
                    options: Callable[[int], dict[str, Any] | None] | None = None) -> list[Any]:
@@ -335,22 +341,18 @@ class Agent(ABC):
         results: list[Any] = [None] * count
 
         def run(env: gym.Env) -> None:
-            while True:
-                with lock:  # take the next episode and reset for it, in episode order
-                    j = state["next"]
-                    if j >= count or state["error"]:
-                        return
-                    state["next"] += 1
-                    try:
+            try:
+                while True:
+                    with lock:  # take the next episode and reset for it, in episode order
+                        j = state["next"]
+                        if j >= count or state["error"]:
+                            return
+                        state["next"] += 1
                         first = self._reset(env, opts(j), base + j)
-                    except BaseException:
-                        state["error"] = True
-                        raise
-                try:
                     results[j] = play(env, first, base + j, j)
-                except BaseException:
-                    state["error"] = True
-                    raise
+            except BaseException:
+                state["error"] = True  # the other copies take no further episode
+                raise
 
         with ThreadPoolExecutor(n, thread_name_prefix=f"{self.name or 'agent'}-copy") as pool:
             futures = [pool.submit(run, env) for env in envs[:n]]
@@ -382,8 +384,8 @@ class Agent(ABC):
         self.num_steps = int(state.get("num_steps", 0))
         self.rng.bit_generator.state = state["rng"]
         self._best = None if state["best"] is None else Episode.from_state(state["best"])
-        # a restored agent reseeds its envs once: the envs' own generators restart there too
-        self._seeded = set()
+        # a restored agent reseeds its env once: the env's own generator restarts there too
+        self._env_seeded = False
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file + ``os.replace``), so a

@@ -286,8 +286,7 @@ class EASAgent(Agent):
         self._stop = False
         batch: list[tuple[Episode, _Trace]] = []
         while self.num_episodes < total and not self._stop:
-            k = 1 if len(envs) == 1 else min(self.batch_episodes - len(batch),
-                                               total - self.num_episodes)
+            k = self._batch_step(envs, self.batch_episodes, len(batch), total)
             for episode, trace in self._play_many(
                     envs, k, lambda e, first, index, _: self._play_traced(e, first, index)):
                 self._record(episode, cb)

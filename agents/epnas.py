@@ -304,8 +304,7 @@ class EPNASAgent(Agent):
             def options(j: int, starts: list = starts, done: int = done) -> dict[str, Any] | None:
                 return {"start_net": starts[(done + j) % len(starts)]} if starts else None
 
-            k = 1 if len(envs) == 1 else min(self.branches - len(batch),
-                                               total - self.num_episodes)
+            k = self._batch_step(envs, self.branches, len(batch), total)
             for episode, ctx, rewards, new in self._play_many(
                     envs, k, lambda e, first, index, _: self._play(e, first, index), options):
                 self._record(episode, cb)

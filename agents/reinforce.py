@@ -354,9 +354,7 @@ class ReinforceAgent(Agent):
         self._stop = False
         batch: list[Episode] = []
         while self.num_episodes < total and not self._stop:
-            # one copy: one episode at a time (a callback can stop between any two)
-            k = 1 if len(envs) == 1 else min(self.batch_episodes - len(batch),
-                                               total - self.num_episodes)
+            k = self._batch_step(envs, self.batch_episodes, len(batch), total)
             for episode in self._play_many(
                     envs, k, lambda e, first, index, _: self.play_episode(e, first=first,
                                                                           index=index)):

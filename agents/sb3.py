@@ -180,9 +180,9 @@ class SB3Agent(Agent):
                                   verbose=0, **self.algo_kwargs)
         else:
             self.model.set_env(vec)
-        if 0 not in self._seeded:
+        if not self._env_seeded:
             vec.seed(self.seed)
-            self._seeded.add(0)
+            self._env_seeded = True
         hook = _Hook(self, cb, total)
         shape = env.observation_space.shape
         per_episode = int(shape[0]) if shape and len(shape) == 1 else 64  # token envs: max length

@@ -161,6 +161,12 @@ class _RemoteEvaluator:
             self._fingerprint = dict(self.spec.build("cpu").fingerprint())
         return dict(self._fingerprint)
 
+    def _fault(self, status: str, message: str) -> EvalResult:
+        """The defined result of an evaluation lost to a fault (the reward stays finite)."""
+        if status != "timeout":
+            self.failures += 1
+        return EvalResult(accuracy=0.0, status=status, message=message[:500])
+
 
 class RayEvaluator(_RemoteEvaluator):
     """An evaluator whose ``evaluate`` runs the wrapped evaluator in a Ray task.
@@ -212,8 +218,8 @@ class RayEvaluator(_RemoteEvaluator):
             return ray.get(ref, timeout=self.task_timeout)
         except rex.GetTimeoutError:
             ray.cancel(ref, force=True)
-            return EvalResult(accuracy=0.0, status="timeout", message=(
-                f"the Ray task ran past task_timeout={self.task_timeout} s and was cancelled"))
+            return self._fault("timeout", f"the Ray task ran past task_timeout="
+                                          f"{self.task_timeout} s and was cancelled")
         except rex.RayTaskError as exc:
             cause = exc.as_instanceof_cause()
             if isinstance(exc.cause, rex.RayError) or isinstance(exc.cause, MemoryError):
@@ -224,21 +230,14 @@ class RayEvaluator(_RemoteEvaluator):
             return self._failed(exc)
 
     def _failed(self, exc: BaseException) -> EvalResult:
-        self.failures += 1
-        status = "oom" if "OutOfMemory" in type(exc).__name__ else "failed"
         text = str(exc).strip().splitlines()
-        return EvalResult(accuracy=0.0, status=status, message=(
-            f"{type(exc).__name__} after {self.max_retries} retries: "
-            f"{text[0] if text else ''}"[:500]))
+        return self._fault("oom" if "OutOfMemory" in type(exc).__name__ else "failed",
+                           f"{type(exc).__name__} after {self.max_retries} retries: "
+                           f"{text[0] if text else ''}")
 
     def evaluate(self, architecture: Architecture, *, seed: int,
                  model: nn.Module | None = None) -> EvalResult:
         return self.result(self.submit(architecture, seed=seed, model=model))
-
-    def evaluate_many(self, items: list[tuple[Architecture, int]]) -> list[EvalResult]:
-        """Evaluate several ``(architecture, seed)`` at once (all tasks in flight together)."""
-        refs = [self.submit(arch, seed=seed) for arch, seed in items]
-        return [self.result(ref) for ref in refs]
 
     def __repr__(self) -> str:
         return (f"RayEvaluator({self.spec.factory!r}, resources={self.resources}, "
@@ -291,7 +290,6 @@ class ProcessEvaluator(_RemoteEvaluator):
         self.context = context
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self.restarts = 0  # workers replaced after dying
 
     def __getstate__(self) -> dict[str, Any]:  # picklable into a vector env copy: no live pool
         state = dict(self.__dict__)
@@ -332,17 +330,14 @@ class ProcessEvaluator(_RemoteEvaluator):
                 return future.result(timeout=self.task_timeout)
             except FutureTimeout:
                 self._drop_pool(pool, kill=True)
-                return EvalResult(accuracy=0.0, status="timeout", message=(
-                    f"the worker ran past task_timeout={self.task_timeout} s and was killed"))
+                return self._fault("timeout", f"the worker ran past task_timeout="
+                                              f"{self.task_timeout} s and was killed")
             except BrokenProcessPool as exc:  # the worker died: a fresh one, or "failed"
                 self._drop_pool(pool)
                 if attempt >= self.max_retries:
-                    self.failures += 1
-                    return EvalResult(accuracy=0.0, status="failed", message=(
-                        f"the worker process died {attempt + 1} times "
-                        f"({attempt} retries): {exc}")[:500])
+                    return self._fault("failed", f"the worker process died {attempt + 1} times "
+                                                 f"({attempt} retries): {exc}")
                 attempt += 1
-                self.restarts += 1
 
     def close(self) -> None:
         with self._lock:

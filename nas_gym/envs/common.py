@@ -149,23 +149,18 @@ def build_components(
         name = evaluator
         local = factory(data, config, time_limit=time_limit, **dict(evaluator_kwargs or {}))
         evaluator = local
-        if evaluator_backend == "ray":  # workers rebuild it near their own copy of the data
+        if remote is not None:  # workers rebuild it near their own copy of the data
             spec = EvaluatorSpec(name, data_config, config, time_limit,
                                  dict(evaluator_kwargs or {}))
-            resources = ray_resources if ray_resources is not None else (
-                {"num_cpus": 1, "num_gpus": 1} if dev.type == "cuda" else None)
-            evaluator = RayEvaluator(spec, fingerprint=local.fingerprint(),
-                                     needs_model=getattr(local, "needs_model", True),
-                                     address=ray_address, resources=resources,
-                                     max_retries=max_retries)
-        elif evaluator_backend == "process":  # a worker process of this machine, same device
-            spec = EvaluatorSpec(name, data_config, config, time_limit,
-                                 dict(evaluator_kwargs or {}))
-            evaluator = ProcessEvaluator(spec, fingerprint=local.fingerprint(),
-                                         needs_model=getattr(local, "needs_model", True),
-                                         device=str(dev),
-                                         threads=worker_threads or torch.get_num_threads(),
-                                         max_retries=max_retries)
+            shared = {"fingerprint": local.fingerprint(), "max_retries": max_retries,
+                      "needs_model": getattr(local, "needs_model", True)}
+            if remote is RayEvaluator:
+                resources = ray_resources if ray_resources is not None else (
+                    {"num_cpus": 1, "num_gpus": 1} if dev.type == "cuda" else None)
+                evaluator = RayEvaluator(spec, address=ray_address, resources=resources, **shared)
+            else:  # a worker process of this machine, on this env's device
+                evaluator = ProcessEvaluator(spec, device=str(dev), **shared,
+                                             threads=worker_threads or torch.get_num_threads())
     elif not callable(getattr(evaluator, "evaluate", None)):
         raise bad_value("evaluator", evaluator,
                         f"one of {EVALUATORS.names()} or an object with an evaluate() method")

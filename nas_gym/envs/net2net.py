@@ -139,9 +139,10 @@ class Net2NetEnv(NasEnv):
       ``accuracy_transform`` (default ``"tan"``), ``dataset``, ``data_root``, ``download``,
       ``train_size``, ``training``, ``epochs``, ``batch_size``, ``lr``, ``device``, ``evaluator``,
       ``evaluator_kwargs``, ``store``, ``seed`` (training seed, and the seed of every transform's
-      draws), ``reject_infeasible``, ``measure_latency``, ``time_limit``, ``invalid_action``; where children train (SPEC §5): ``evaluator_backend``
-      (``"local"`` / ``"process"`` / ``"ray"``), ``worker_threads``, ``ray_address``,
-      ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.parallel`).
+      draws), ``reject_infeasible``, ``measure_latency``, ``time_limit``, ``invalid_action``;
+      where children train (SPEC §5): ``evaluator_backend`` (``"local"`` / ``"process"`` /
+      ``"ray"``), ``worker_threads``, ``ray_address``, ``ray_resources``, ``max_retries`` (see
+      :mod:`nas_gym.parallel`).
 
     Transform draws are seeded by ``(seed, start net, transforms so far)``, not by ``reset(seed)``:
     a transform path then always gives the same weights, so its evaluation is a deterministic store

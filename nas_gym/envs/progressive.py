@@ -125,9 +125,9 @@ class ProgressiveNASEnv(NasEnv):
       ``penalty_kwargs`` (``p``), ``accuracy_transform``, ``dataset``, ``data_root``,
       ``download``, ``train_size``, ``training``, ``epochs``, ``batch_size``, ``lr``, ``device``,
       ``evaluator``, ``evaluator_kwargs``, ``store``, ``seed``, ``reject_infeasible``,
-      ``measure_latency``, ``time_limit``, ``invalid_action``; where children train (SPEC §5): ``evaluator_backend``
-      (``"local"`` / ``"process"`` / ``"ray"``), ``worker_threads``, ``ray_address``,
-      ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.parallel`).
+      ``measure_latency``, ``time_limit``, ``invalid_action``; where children train (SPEC §5):
+      ``evaluator_backend`` (``"local"`` / ``"process"`` / ``"ray"``), ``worker_threads``,
+      ``ray_address``, ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.parallel`).
 
     ## Version History
     - v0: initial version.
@@ -402,8 +402,8 @@ class ProgressiveNASEnv(NasEnv):
                                       "status": terminal["status"],
                                       "cache_hit": terminal.pop("cache_hit"),
                                       "eval_seconds": terminal.pop("eval_seconds")})
-            if self._done:
-                evals = [dict(e) for e in self._evaluations]
+            if self._done:  # reset() starts a new list, so the episode's can be handed out
+                evals = self._evaluations
                 terminal["eval_seconds"] = float(sum(e["eval_seconds"] for e in evals))
                 terminal["cache_hit"] = all(e["cache_hit"] for e in evals)
                 terminal["evaluations"] = evals
