@@ -377,17 +377,12 @@ def make_env(config: SearchConfig, out: Path) -> tuple[list[gym.Env], dict[str, 
     """The env copies of the search (``config.workers`` of them) and the env kwargs used."""
     kwargs = {"seed": config.seed, **config.env_kwargs, "budget": config.budget}
     kwargs.setdefault("store", str(out / STORE))
-    backend = config.evaluator_backend()
-    if backend != "local":
-        kwargs["evaluator_backend"] = backend
+    kwargs["evaluator_backend"] = config.evaluator_backend()
     if config.address is not None:
         kwargs["ray_address"] = config.address
     try:
-        if config.workers == 1:
-            return [gym.make(config.env, **kwargs)], kwargs
-        copies = make_env_copies(config.env, config.workers, torch_threads=config.threads,
-                                 **kwargs)
-        return copies, kwargs
+        return make_env_copies(config.env, config.workers, torch_threads=config.threads,
+                               **kwargs), kwargs
     except TypeError as exc:  # an unknown env keyword
         found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         name = repr(found.group(1)) if found else f"one of {sorted(config.env_kwargs)}"
