@@ -20,6 +20,7 @@ from .base import Agent, Callback, Episode
 from .eas import EASAgent
 from .epnas import EPNASAgent
 from .evolution import RegularizedEvolution
+from .pnas import PNASAgent
 from .random_search import RandomSearch
 from .reinforce import ReinforceAgent
 from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent, SB3Agent
@@ -34,6 +35,7 @@ AGENTS.register("dqn", DQNAgent)
 AGENTS.register("maskable_ppo", MaskablePPOAgent)
 AGENTS.register("eas", EASAgent)
 AGENTS.register("epnas", EPNASAgent)
+AGENTS.register("pnas", PNASAgent)
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
@@ -49,5 +51,5 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
 
 
 __all__ = ["AGENTS", "A2CAgent", "Agent", "Callback", "DQNAgent", "Episode", "MaskablePPOAgent",
-           "PPOAgent", "RandomSearch", "RegularizedEvolution", "ReinforceAgent", "SB3Agent",
-           "make_agent"]
+           "PNASAgent", "PPOAgent", "RandomSearch", "RegularizedEvolution", "ReinforceAgent",
+           "SB3Agent", "make_agent"]

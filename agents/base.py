@@ -331,7 +331,9 @@ class Agent(ABC):
         happen in episode order); episode seeds make the result independent of which copy plays.
 
         ``play(env, (obs, info), index, j)`` plays one episode from its reset; the results come
-        back in episode order. An exception in any copy stops the others and is raised here."""
+        back in episode order. An exception in any copy stops the others and is raised here.
+        The first copy takes the first episode, so a copy the agent used between batches (PNAS's
+        walks reset it without finishing an episode) is always reset again."""
         base, n = self.num_episodes, min(len(envs), count)
         opts = options or (lambda j: None)
         if n <= 1:
@@ -339,9 +341,12 @@ class Agent(ABC):
                     for j in range(count)]
         lock, state = threading.Lock(), {"next": 0, "error": False}
         results: list[Any] = [None] * count
+        first_taken = threading.Event()
 
         def run(env: gym.Env) -> None:
             try:
+                if env is not envs[0]:
+                    first_taken.wait()
                 while True:
                     with lock:  # take the next episode and reset for it, in episode order
                         j = state["next"]
@@ -349,10 +354,13 @@ class Agent(ABC):
                             return
                         state["next"] += 1
                         first = self._reset(env, opts(j), base + j)
+                    first_taken.set()
                     results[j] = play(env, first, base + j, j)
             except BaseException:
                 state["error"] = True  # the other copies take no further episode
                 raise
+            finally:
+                first_taken.set()
 
         with ThreadPoolExecutor(n, thread_name_prefix=f"{self.name or 'agent'}-copy") as pool:
             futures = [pool.submit(run, env) for env in envs[:n]]

@@ -281,27 +281,40 @@ def retrain_final(architecture: dict[str, Any], env: gym.Env, epochs: int, out: 
 class _LogSink:
     """The outputs every copy's :class:`_EvaluationLog` writes to: ``evaluations.jsonl`` (line
     ``i`` is episode ``i``), ``best.json`` and the progress bar. Thread-safe; with several copies
-    an episode's number is taken at its reset (the agents reset copies in episode order) and rows
-    finished out of order wait for the earlier ones."""
+    an episode's place is taken at its reset (the agents reset copies in episode order), rows
+    finished out of order wait for the earlier ones, and a reset whose episode never ends (the
+    copy is reset again: a PNAS walk) gives its place back (:meth:`abandon`)."""
 
     def __init__(self, out: Path, start: int, rows: list[dict[str, Any]], bar: Any) -> None:
         self.out, self.bar = out, bar
         self.best = max(rows, key=lambda r: r["reward"]) if rows else None
         self.file = open(out / EVALUATIONS, "a")  # noqa: SIM115 - closed by run_search
         self.lock = threading.Lock()
-        self.next_index, self.next_write = start, start
-        self.pending: dict[int, dict[str, Any]] = {}
+        self.next_index, self.next_write = start, start  # places, and the next row's number
+        self.next_place = start  # the place written next
+        self.pending: dict[int, Episode | None] = {}  # None: abandoned
 
     def begin(self) -> int:
         with self.lock:
             self.next_index += 1
             return self.next_index - 1
 
-    def finish(self, index: int, episode: Episode) -> None:
+    def abandon(self, place: int) -> None:
         with self.lock:
-            self.pending[index] = _record(dataclasses.replace(episode, index=index))
-            while self.next_write in self.pending:
-                self._write(self.pending.pop(self.next_write))
+            self.pending[place] = None
+            self._flush()
+
+    def finish(self, place: int, episode: Episode) -> None:
+        with self.lock:
+            self.pending[place] = episode
+            self._flush()
+
+    def _flush(self) -> None:
+        while self.next_place in self.pending:
+            episode = self.pending.pop(self.next_place)
+            self.next_place += 1
+            if episode is not None:
+                self._write(_record(dataclasses.replace(episode, index=self.next_write)))
                 self.next_write += 1
 
     def _write(self, row: dict[str, Any]) -> None:
@@ -316,6 +329,10 @@ class _LogSink:
             self.bar.update(1)
 
     def close(self) -> None:
+        with self.lock:  # a place still open at the end was abandoned
+            while self.pending:
+                self.pending.setdefault(self.next_place, None)
+                self._flush()
         self.file.close()
 
 
@@ -336,6 +353,8 @@ class _EvaluationLog(gym.Wrapper):
 
     def reset(self, **kwargs: Any):
         self._actions, self._return = [], 0.0
+        if self._index is not None:  # the previous episode of this copy never ended
+            self.sink.abandon(self._index)
         self._index = self.sink.begin() if self.number_at_reset else None
         return self.env.reset(**kwargs)
 
