@@ -22,7 +22,7 @@ from .epnas import EPNASAgent
 from .evolution import RegularizedEvolution
 from .random_search import RandomSearch
 from .reinforce import ReinforceAgent
-from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent, SB3Agent
+from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent, RecurrentPPOAgent, SB3Agent
 
 AGENTS: Registry[type[Agent]] = Registry("agent")
 AGENTS.register("reinforce", ReinforceAgent)
@@ -32,6 +32,7 @@ AGENTS.register("ppo", PPOAgent)
 AGENTS.register("a2c", A2CAgent)
 AGENTS.register("dqn", DQNAgent)
 AGENTS.register("maskable_ppo", MaskablePPOAgent)
+AGENTS.register("recurrent_ppo", RecurrentPPOAgent)
 AGENTS.register("eas", EASAgent)
 AGENTS.register("epnas", EPNASAgent)
 
@@ -49,5 +50,5 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
 
 
 __all__ = ["AGENTS", "A2CAgent", "Agent", "Callback", "DQNAgent", "Episode", "MaskablePPOAgent",
-           "PPOAgent", "RandomSearch", "RegularizedEvolution", "ReinforceAgent", "SB3Agent",
+           "PPOAgent", "RandomSearch", "RecurrentPPOAgent", "RegularizedEvolution", "ReinforceAgent", "SB3Agent",
            "make_agent"]
