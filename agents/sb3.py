@@ -178,6 +178,13 @@ class SB3Agent(Agent):
         self.algo_kwargs = {**defaults, **algo_kwargs}
         self.model: BaseAlgorithm | None = None
         self._rollouts = 0
+        self._log_dir: str | None = None
+
+    def log_to(self, folder: str) -> None:
+        """Write SB3's training curves (``train/*``, ``rollout/*``) to a TensorBoard run in
+        ``folder`` (what ``nas-gym search --tensorboard`` calls: one run with the search's own
+        scalars)."""
+        self._log_dir = str(folder)
 
     @property
     def uses_masks(self) -> bool:
@@ -208,6 +215,10 @@ class SB3Agent(Agent):
                                   verbose=0, **self._model_kwargs(env))
         else:
             self.model.set_env(vec)
+        if self._log_dir is not None:
+            from stable_baselines3.common.logger import configure
+
+            self.model.set_logger(configure(self._log_dir, ["tensorboard"]))
         if not self._env_seeded:
             vec.seed(self.seed)
             self._env_seeded = True
