@@ -8,7 +8,7 @@ set of info keys. Both are plain Gymnasium wrappers, and ``gym.make`` options of
   convention for masked actions (the mask of the next decision, ``info["action_mask"]``;
   flattened per dimension for a ``MultiDiscrete`` action space);
 - ``info_keys="fixed"`` (:class:`FixedInfoKeys`): every step's ``info`` has exactly the keys of
-  :data:`FIXED_INFO_KEYS`, all numbers or number arrays (zeros until an evaluation reports
+  :data:`FIXED_INFO_KEYS`, all numpy numbers or arrays (zeros until an evaluation reports
   them), so replay buffers that stack infos (tianshou's raises "NaNs in buffer" on keys that only
   terminal steps have) and TorchRL's info readers see one structure. The full terminal ``info``
   (architecture, reward parts, status) stays in the store (``store=``) and the default mode.
@@ -85,14 +85,14 @@ class FixedInfoKeys(gym.Wrapper):
         costs = info.get("costs") or {}
         out: dict[str, Any] = {
             "action_mask": _flat_mask(info.get("action_mask"), self._size),
-            "invalid_action": bool(info.get("invalid_action", False)),
-            "evaluated": "accuracy" in info,
-            "accuracy": float(info.get("accuracy") or 0.0),
-            "penalty": float(info.get("penalty") or 0.0),
-            "eval_seconds": float(info.get("eval_seconds") or 0.0),
-            "cache_hit": bool(info.get("cache_hit", False)),
+            "invalid_action": np.bool_(info.get("invalid_action", False)),
+            "evaluated": np.bool_("accuracy" in info),
+            "accuracy": np.float64(info.get("accuracy") or 0.0),
+            "penalty": np.float64(info.get("penalty") or 0.0),
+            "eval_seconds": np.float64(info.get("eval_seconds") or 0.0),
+            "cache_hit": np.bool_(info.get("cache_hit", False)),
         }
-        out.update({f"cost_{m}": float(costs.get(m) or 0.0) for m in COST_METRICS})
+        out.update({f"cost_{m}": np.float64(costs.get(m) or 0.0) for m in COST_METRICS})
         return out
 
     def reset(self, **kwargs: Any):
