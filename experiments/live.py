@@ -88,3 +88,48 @@ class TensorBoardLog:
                                                float(self.best.get("accuracy") or 0.0)},
                                     run_name=".")
         self.writer.close()
+
+
+def plot_event_file(logdir: str, path: str) -> str:
+    """A PNG of what a TensorBoard run holds, read back from its event files: the per-evaluation
+    reward and best-so-far scalars, and the last accuracy-vs-cost image (the README's picture of a
+    real run: ``python -m experiments.live LOGDIR OUT.png``)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    images = [t for t in acc.Tags()["images"] if t.startswith("pareto/")]
+    fig, axes = plt.subplots(1, 2 if images else 1, figsize=(12 if images else 6, 4.2),
+                             squeeze=False)
+    ax = axes[0][0]
+    for tag, style in (("eval/reward", dict(marker=".", linestyle="none", alpha=0.5)),
+                       ("eval/accuracy", dict(marker=".", linestyle="none", alpha=0.5)),
+                       ("best/reward", dict(linewidth=2)), ("best/accuracy", dict(linewidth=2))):
+        if tag in acc.Tags()["scalars"]:
+            events = acc.Scalars(tag)
+            ax.plot([e.step for e in events], [e.value for e in events], label=tag, **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="evaluation", title=f"TensorBoard scalars ({logdir})")
+    ax.legend(fontsize=8, loc="lower right")
+    if images:
+        event = acc.Images(images[0])[-1]
+        axes[0][1].imshow(plt.imread(io.BytesIO(event.encoded_image_string), format="png"))
+        axes[0][1].set_axis_off()
+        axes[0][1].set_title(f"{images[0]} at evaluation {event.step}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(plot_event_file(sys.argv[1], sys.argv[2]))

@@ -129,10 +129,22 @@ def test_third_party_agents_from_the_current_folder(tmp_path, monkeypatch, capsy
         run_bench(cfg, progress=False)
     assert not (tmp_path / "bench" / "runs").exists()
     cfg = BenchConfig(agents=("myagents:Deaf", "recurrent_ppo"), seeds=1, evaluations=5,
-                      workers=1, out="bench2", agent_kwargs={"recurrent_ppo": {"n_steps": 8}})
+                      workers=1, out="bench2", agent_kwargs={"recurrent_ppo": {"n_steps": 8}},
+                      tensorboard="tb" if _has_tensorboard() else None)
     summary = run_bench(cfg, progress=False)["summary"]
     assert {s["agent"]: s["evaluations"] for s in summary} == {"myagents:Deaf": 5,
                                                                "recurrent_ppo": 5}
+    if cfg.tensorboard:  # one TensorBoard run per job
+        tags = _scalars(tmp_path / "tb" / DEFAULT_TABLE.stem / "myagents_Deaf" / "seed0")
+        assert [e.step for e in tags["eval/reward"]] == [1, 2, 3, 4, 5]
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def test_resumed_search_says_so_and_plots_best_by_reward(tmp_path, capsys):
