@@ -211,9 +211,9 @@ def _init_worker() -> None:
 def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every job of ``cfg`` and write the report; returns the summary rows."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     tables = [str(resolve_table(e)) for e in cfg.envs]
-    check_agents(cfg, tables)
+    check_agents(cfg, tables)  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     cfg_dict = {**asdict(cfg), "agents": tuple(cfg.agents), "envs": tuple(tables)}
     saved = out / "config.json"
     if saved.exists():

@@ -127,7 +127,7 @@ def test_third_party_agents_from_the_current_folder(tmp_path, monkeypatch, capsy
                       workers=1, out="bench")
     with pytest.raises(ValueError, match="drives only"):
         run_bench(cfg, progress=False)
-    assert not (tmp_path / "bench" / "runs").exists()
+    assert not (tmp_path / "bench").exists()
     cfg = BenchConfig(agents=("myagents:Deaf", "recurrent_ppo"), seeds=1, evaluations=5,
                       workers=1, out="bench2", agent_kwargs={"recurrent_ppo": {"n_steps": 8}},
                       tensorboard="tb" if _has_tensorboard() else None)
@@ -137,6 +137,18 @@ def test_third_party_agents_from_the_current_folder(tmp_path, monkeypatch, capsy
     if cfg.tensorboard:  # one TensorBoard run per job
         tags = _scalars(tmp_path / "tb" / DEFAULT_TABLE.stem / "myagents_Deaf" / "seed0")
         assert [e.step for e in tags["eval/reward"]] == [1, 2, 3, 4, 5]
+
+
+def test_plain_recurrent_ppo_class_by_import_path():
+    """``--agents sb3_contrib:RecurrentPPO``: its own policy name, the int feature size."""
+    from experiments.bench import make_bench_agent, make_bench_env
+
+    env = make_bench_env(DEFAULT_TABLE, BenchConfig(), seed=0)
+    agent = make_bench_agent("sb3_contrib:RecurrentPPO", 0, {"n_steps": 8, "batch_size": 8})
+    assert agent.policy == "MlpLstmPolicy"
+    seen = []
+    agent.learn(env, total_episodes=3, callback=seen.append)
+    assert len(seen) == 3 and agent.best() is not None
 
 
 def _has_tensorboard() -> bool:
