@@ -23,7 +23,7 @@ from .evolution import RegularizedEvolution
 from .pnas import PNASAgent
 from .random_search import RandomSearch
 from .reinforce import ReinforceAgent
-from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent, SB3Agent
+from .sb3 import A2CAgent, DQNAgent, MaskablePPOAgent, PPOAgent, RecurrentPPOAgent, SB3Agent
 
 AGENTS: Registry[type[Agent]] = Registry("agent")
 AGENTS.register("reinforce", ReinforceAgent)
@@ -33,6 +33,7 @@ AGENTS.register("ppo", PPOAgent)
 AGENTS.register("a2c", A2CAgent)
 AGENTS.register("dqn", DQNAgent)
 AGENTS.register("maskable_ppo", MaskablePPOAgent)
+AGENTS.register("recurrent_ppo", RecurrentPPOAgent)
 AGENTS.register("eas", EASAgent)
 AGENTS.register("epnas", EPNASAgent)
 AGENTS.register("pnas", PNASAgent)
@@ -51,5 +52,5 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
 
 
 __all__ = ["AGENTS", "A2CAgent", "Agent", "Callback", "DQNAgent", "Episode", "MaskablePPOAgent",
-           "PNASAgent", "PPOAgent", "RandomSearch", "RegularizedEvolution", "ReinforceAgent",
-           "SB3Agent", "make_agent"]
+           "PNASAgent", "PPOAgent", "RandomSearch", "RecurrentPPOAgent", "RegularizedEvolution",
+           "ReinforceAgent", "SB3Agent", "make_agent"]

@@ -1,6 +1,7 @@
 """Stable-Baselines3 algorithms as search agents: one thin adapter, no forked algorithm code.
 
-PPO, A2C and DQN (stable-baselines3) and MaskablePPO (sb3-contrib) learn on the env unchanged:
+PPO, A2C and DQN (stable-baselines3), MaskablePPO and RecurrentPPO (sb3-contrib) learn on the env
+unchanged:
 its ``Discrete`` actions and ``MultiDiscrete`` observation (the tokens so far, which SB3 one-hot
 encodes) are spaces SB3 supports. The adapter only adds what a search needs around
 ``model.learn``:
@@ -8,7 +9,9 @@ encodes) are spaces SB3 supports. The adapter only adds what a search needs arou
 - a wrapper that records every episode (actions, ``info["token_type"]``, ``info["action_mask"]``,
   terminal ``info``) for the agent interface, and serves the mask of the last ``info`` as
   ``action_masks()`` - so MaskablePPO gets its masks from the public ``info`` only. PPO, A2C and
-  DQN cannot take masks: the env's documented remap rule handles their illegal actions;
+  DQN cannot take masks, nor can RecurrentPPO (an LSTM policy, like the papers' controllers;
+  sb3-contrib has no masked recurrent PPO): the env's documented remap rule handles their illegal
+  actions;
 - an SB3 callback that stops ``learn`` after ``total_episodes`` episodes (``learn`` itself counts
   timesteps) and reports every policy update to the search (checkpoints).
 
@@ -31,10 +34,11 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from sb3_contrib import MaskablePPO
+from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from nas_gym.errors import bad_value
@@ -59,7 +63,30 @@ ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], dict[str, Any]]] = {
                   "target_update_interval": 64, "exploration_fraction": 0.5,
                   "exploration_final_eps": 0.05, "gamma": 1.0}),
     "maskable_ppo": (MaskablePPO, dict(_PPO)),
+    "recurrent_ppo": (RecurrentPPO, dict(_PPO)),
 }
+
+
+class TokenFlatten(FlattenExtractor):
+    """SB3's ``FlattenExtractor`` with a Python ``int`` feature size. SB3 sums a ``MultiDiscrete``
+    ``nvec`` into a numpy integer, which ``nn.LSTM`` refuses as ``input_size`` ("input_size should
+    be of type int, got: int64"): every RecurrentPPO policy on a token env failed without this."""
+
+    def __init__(self, observation_space: gym.Space) -> None:
+        super().__init__(observation_space)
+        self._features_dim = int(self._features_dim)
+
+
+def default_policy(cls: type[BaseAlgorithm]) -> str:
+    """``"MlpPolicy"``, or the algorithm's MLP-based alias (``"MlpLstmPolicy"`` for RecurrentPPO)."""
+    aliases = list(getattr(cls, "policy_aliases", {}))
+    if "MlpPolicy" in aliases or not aliases:
+        return "MlpPolicy"
+    return next((a for a in aliases if a.startswith("Mlp")), aliases[0])
+
+
+def is_recurrent(cls: type[BaseAlgorithm]) -> bool:
+    return issubclass(cls, RecurrentPPO)
 
 
 class _Recorder(gym.Wrapper):
@@ -121,8 +148,9 @@ class _Hook(BaseCallback):
 class SB3Agent(Agent):
     """Any SB3 / sb3-contrib algorithm behind the agent interface.
 
-    :param algorithm: ``"ppo"``, ``"a2c"``, ``"dqn"`` or ``"maskable_ppo"``.
-    :param policy: SB3 policy name (``"MlpPolicy"``).
+    :param algorithm: ``"ppo"``, ``"a2c"``, ``"dqn"``, ``"maskable_ppo"`` or ``"recurrent_ppo"``.
+    :param policy: SB3 policy name (default: ``"MlpPolicy"``; ``"MlpLstmPolicy"`` for
+        RecurrentPPO).
     :param device: torch device of the policy (``"cpu"``: small MLPs run faster there).
     :param seed: passed to SB3 (``set_random_seed``) and seeds the env's first reset.
     :param algo_kwargs: keyword arguments of the algorithm, over the NAS-sized defaults
@@ -132,7 +160,7 @@ class SB3Agent(Agent):
     name = "sb3"
     algorithm: ClassVar[str] = ""
 
-    def __init__(self, algorithm: str | None = None, *, policy: str = "MlpPolicy",
+    def __init__(self, algorithm: str | None = None, *, policy: str | None = None,
                  device: str = "cpu", seed: int = 0, **algo_kwargs: Any) -> None:
         super().__init__(seed=seed)
         algorithm = algorithm or self.algorithm
@@ -146,10 +174,17 @@ class SB3Agent(Agent):
         for key in algo_kwargs:
             if key not in accepted:
                 raise bad_value(f"agent {algorithm!r} keyword", key, sorted(accepted))
-        self.policy, self.device = policy, device
+        self.policy, self.device = policy or default_policy(self.cls), device
         self.algo_kwargs = {**defaults, **algo_kwargs}
         self.model: BaseAlgorithm | None = None
         self._rollouts = 0
+        self._log_dir: str | None = None
+
+    def log_to(self, folder: str) -> None:
+        """Write SB3's training curves (``train/*``, ``rollout/*``) to a TensorBoard run in
+        ``folder`` (what ``nas-gym search --tensorboard`` calls: one run with the search's own
+        scalars)."""
+        self._log_dir = str(folder)
 
     @property
     def uses_masks(self) -> bool:
@@ -177,9 +212,13 @@ class SB3Agent(Agent):
         vec = DummyVecEnv([lambda: recorder])
         if self.model is None:
             self.model = self.cls(self.policy, vec, seed=self.seed, device=self.device,
-                                  verbose=0, **self.algo_kwargs)
+                                  verbose=0, **self._model_kwargs(env))
         else:
             self.model.set_env(vec)
+        if self._log_dir is not None:
+            from stable_baselines3.common.logger import configure
+
+            self.model.set_logger(configure(self._log_dir, ["tensorboard"]))
         if not self._env_seeded:
             vec.seed(self.seed)
             self._env_seeded = True
@@ -195,12 +234,23 @@ class SB3Agent(Agent):
         cb.on_update(self)
         return self
 
+    def _model_kwargs(self, env: gym.Env) -> dict[str, Any]:
+        kwargs = dict(self.algo_kwargs)
+        if is_recurrent(self.cls) and isinstance(env.observation_space, gym.spaces.MultiDiscrete):
+            policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
+            policy_kwargs.setdefault("features_extractor_class", TokenFlatten)
+            kwargs["policy_kwargs"] = policy_kwargs
+        return kwargs
+
     def predict(self, observation: Any, info: dict[str, Any], state: Any = None,
                 deterministic: bool = False) -> tuple[int, Any]:
         if self.model is None:
             raise RuntimeError("the SB3 model is built by learn() (or load()); call it first")
-        kwargs = {"action_masks": np.asarray(info["action_mask"], dtype=bool)} \
-            if self.uses_masks else {}
+        kwargs: dict[str, Any] = {}
+        if self.uses_masks:
+            kwargs["action_masks"] = np.asarray(info["action_mask"], dtype=bool)
+        if is_recurrent(self.cls):  # the LSTM state restarts with each episode
+            kwargs["episode_start"] = np.array([state is None])
         action, state = self.model.predict(observation, state=state, deterministic=deterministic,
                                            **kwargs)
         return int(np.asarray(action).reshape(())), state
@@ -246,3 +296,10 @@ class MaskablePPOAgent(SB3Agent):
     """MaskablePPO (sb3-contrib): PPO that never samples an action the mask forbids."""
 
     name = algorithm = "maskable_ppo"
+
+
+class RecurrentPPOAgent(SB3Agent):
+    """RecurrentPPO (sb3-contrib): PPO with an LSTM policy (``MlpLstmPolicy``). It takes no masks
+    (sb3-contrib has no masked recurrent PPO): illegal actions are remapped by the env."""
+
+    name = algorithm = "recurrent_ppo"

@@ -14,16 +14,20 @@ processes, and writes to ``out``:
   regret, 1 = best) and the fraction of evaluated architectures that meet the budget;
 - ``curves_evaluations.png`` / ``curves_time.png``: anytime curves, mean and std over seeds.
 
-A third-party agent joins by import path (``--agent mypkg.module:MyAgent``): a class with the agent
-interface (``agents.base.Agent``: ``learn(env, total_episodes, callback)``) or a plain SB3 algorithm
-class (run through the project's SB3 adapter).
+A third-party agent joins by import path (``--agents default mypkg.module:MyAgent``; the current
+folder is importable): a class with the agent interface (``agents.base.Agent``: ``learn(env,
+total_episodes, callback)``) or a plain SB3 algorithm class (run through the project's SB3
+adapter). Every agent is built and checked against every env before any job starts. A job records
+its evaluations through an env wrapper (as ``nas-gym search`` does), so an agent that never calls
+the callback is recorded too; a job that evaluated nothing fails instead of writing an empty file.
+``--budget``, ``--agent`` and ``-A`` / ``--agent-kwargs`` read as in ``nas-gym search``
+(:mod:`experiments.options`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 import os
 import time
@@ -42,6 +46,14 @@ from nas_gym.arch.base import architecture_from_dict
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.evaluators_table import load_table
 from nas_gym.table import DEFAULT_TABLE
+
+from .options import (
+    add_keyword_options,
+    agent_keywords,
+    check_agent_env,
+    make_agent_spec,
+    parse_budget,
+)
 
 DEFAULT_AGENTS = ("reinforce", "ppo", "maskable_ppo", "dqn", "a2c", "evolution", "random")
 IDENTITY = ("evaluations", "time_budget", "budget", "noise", "agent_kwargs")
@@ -73,6 +85,8 @@ class BenchConfig:
     """Parallel processes."""
     out: str = "bench"
     """Output folder."""
+    tensorboard: str | None = None
+    """Also log every job's evaluations to TensorBoard runs ``DIR/<table>/<agent>/seed<k>``."""
 
 
 # -- one job ---------------------------------------------------------------------------------------
@@ -97,43 +111,27 @@ def make_bench_env(table_path: str | os.PathLike, cfg: BenchConfig, seed: int) -
 
 def make_bench_agent(spec: str, seed: int, kwargs: dict[str, Any]) -> Any:
     """A registered agent, an agent class by import path, or a plain SB3 algorithm class."""
-    if ":" not in spec:
-        from agents import make_agent
-
-        return make_agent(spec, seed=seed, **kwargs)
-    module, _, name = spec.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise bad_value("agent", spec, f"an importable 'module:Class' ({exc})") from None
-    from stable_baselines3.common.base_class import BaseAlgorithm
-
-    if isinstance(cls, type) and issubclass(cls, BaseAlgorithm):
-        return _PlainSB3(cls, seed=seed, **kwargs)
-    if not callable(getattr(cls, "learn", None)):
-        raise bad_value("agent", spec, "a class with learn(env, total_episodes, callback)")
-    try:
-        return cls(seed=seed, **kwargs)
-    except TypeError:
-        return cls(**kwargs)
+    return make_agent_spec(spec, seed, kwargs, arg="--agents")
 
 
-def _plain_sb3_class():
-    from agents.sb3 import SB3Agent
+class _JobLog(gym.Wrapper):
+    """Records every finished episode of a job from the public API (terminal ``info``), whether
+    or not the agent calls its callback."""
 
-    class PlainSB3(SB3Agent):
-        """A third-party SB3 algorithm class through the project's SB3 adapter."""
+    def __init__(self, env: gym.Env, on_episode: Any) -> None:
+        super().__init__(env)
+        self.on_episode, self._return = on_episode, 0.0
 
-        def __init__(self, cls: type, *, seed: int = 0, **algo_kwargs: Any) -> None:
-            super().__init__("ppo", seed=seed)
-            self.cls, self.name, self.algorithm = cls, cls.__name__, cls.__name__
-            self.algo_kwargs = dict(algo_kwargs)
+    def reset(self, **kwargs: Any):
+        self._return = 0.0
+        return self.env.reset(**kwargs)
 
-    return PlainSB3
-
-
-def _PlainSB3(cls: type, **kwargs: Any) -> Any:
-    return _plain_sb3_class()(cls, **kwargs)
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        if terminated or truncated:
+            self.on_episode(self._return, info)
+        return obs, reward, terminated, truncated, info
 
 
 def _job_path(out: Path, env: str, agent: str, seed: int) -> Path:
@@ -148,30 +146,59 @@ def run_job(job: tuple[str, str, int, dict[str, Any]]) -> str:
     path = _job_path(Path(cfg.out), table_path, agent_spec, seed)
     if path.exists():
         return str(path)
-    env = make_bench_env(table_path, cfg, seed)
     agent = make_bench_agent(agent_spec, seed, dict(cfg.agent_kwargs.get(agent_spec, {})))
     lines: list[dict[str, Any]] = []
     sim = [0.0]
+    live = None
+    if cfg.tensorboard:
+        from .live import TensorBoardLog
 
-    def on_episode(episode: Any) -> bool:
-        info = episode.info
+        live = TensorBoardLog(str(Path(cfg.tensorboard) / Path(table_path).stem
+                                  / agent_spec.replace(":", "_") / f"seed{seed}"),
+                              budget=cfg.budget)
+
+    def record(reward: float, info: dict[str, Any]) -> None:
         costs = info.get("costs", {})
         sim[0] += float(costs.get("train_seconds", 0.0))
-        lines.append({"evaluation": len(lines), "reward": float(episode.reward),
+        lines.append({"evaluation": len(lines), "reward": float(reward),
                       "sha256": architecture_from_dict(info["architecture"]).sha256,
                       "val_accuracy": float(info["accuracy"]), "status": info.get("status"),
                       "train_seconds": float(costs.get("train_seconds", 0.0)),
                       "sim_seconds": sim[0], "params": costs.get("params")})
+        if live is not None:
+            live.log({"reward": float(reward), "accuracy": info.get("accuracy"),
+                      "penalty": info.get("penalty"), "costs": dict(costs)})
+
+    def on_episode(episode: Any) -> bool:
         stop = len(lines) >= cfg.evaluations
         return not (stop or (cfg.time_budget is not None and sim[0] >= cfg.time_budget))
 
-    agent.learn(env, total_episodes=cfg.evaluations, callback=on_episode)
+    env = _JobLog(make_bench_env(table_path, cfg, seed), record)
+    try:
+        agent.learn(env, total_episodes=cfg.evaluations, callback=on_episode)
+    finally:
+        if live is not None:
+            live.close()
+    if not lines:
+        raise ConfigError(f"agent {agent_spec!r} finished without evaluating an architecture on "
+                          f"{table_path} (seed {seed})")
+    if cfg.time_budget is not None:  # an agent deaf to the callback may run past the budget
+        over = [i for i, r in enumerate(lines) if r["sim_seconds"] >= cfg.time_budget]
+        lines = lines[: over[0] + 1] if over else lines
     env.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in lines[: cfg.evaluations]))
     os.replace(tmp, path)
     return str(path)
+
+
+def check_agents(cfg: BenchConfig, tables: list[str]) -> None:
+    """Build every agent once and check it against every table's env, before any job starts."""
+    for spec in cfg.agents:
+        agent = make_bench_agent(spec, 0, dict(cfg.agent_kwargs.get(spec, {})))
+        for t in tables:
+            check_agent_env(agent, load_table(t).env_id, arg="--agents")
 
 
 def _init_worker() -> None:
@@ -184,8 +211,9 @@ def _init_worker() -> None:
 def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every job of ``cfg`` and write the report; returns the summary rows."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     tables = [str(resolve_table(e)) for e in cfg.envs]
+    check_agents(cfg, tables)  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     cfg_dict = {**asdict(cfg), "agents": tuple(cfg.agents), "envs": tuple(tables)}
     saved = out / "config.json"
     if saved.exists():
@@ -223,10 +251,10 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """``nas-gym bench ...`` (registered in ``experiments.cli.COMMANDS``)."""
     d = BenchConfig()
     p = sub.add_parser("bench", help="compare agents on benchmark tables (evaluator='table')")
-    p.add_argument("--agents", nargs="+", default=list(d.agents),
-                   help="agent names (default: %(default)s)")
-    p.add_argument("--agent", action="append", default=[],
-                   help="an extra agent by import path module:Class (repeatable)")
+    p.add_argument("--agents", "--agent", nargs="+", action="extend", default=None,
+                   metavar="NAME|module:Class",
+                   help=f"agents: registered names or import paths module:Class; 'default' = "
+                        f"{' '.join(d.agents)} (the default)")
     p.add_argument("--envs", nargs="+", default=["MacroNAS-v0"],
                    help="table files or env ids (the committed table); default %(default)s")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per job (default %(default)s)")
@@ -234,21 +262,40 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="evaluations per job (default %(default)s)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="also stop at this many simulated training seconds")
-    p.add_argument("--budget", default=json.dumps(d.budget),
-                   help="JSON cost budget {metric: upper} (default %(default)s)")
+    p.add_argument("--budget", default="params=5000", metavar="METRIC=UPPER,...",
+                   help="cost budget, as in nas-gym search: params=5000 or '{\"params\": 5000}' "
+                        "(default %(default)s)")
     p.add_argument("--noise", default=d.noise, help="table noise: sample, seed or mean")
-    p.add_argument("--agent-kwargs", default="{}", help="JSON {agent: {kwarg: value}}")
     p.add_argument("--workers", type=int, default=d.workers, help="processes (default 2)")
     p.add_argument("--out", default=d.out, help="output folder (default %(default)s)")
+    add_keyword_options(p)
     p.set_defaults(func=_run_cli)
 
 
+def bench_agent_kwargs(agents: tuple[str, ...], given: dict[str, Any]) -> dict[str, dict]:
+    """``-A`` / ``--agent-kwargs`` per agent: a key naming an agent of the bench with a mapping
+    value targets that agent; every other key goes to every agent."""
+    common = {k: v for k, v in given.items() if not (k in agents and isinstance(v, dict))}
+    return {a: {**common, **(given[a] if isinstance(given.get(a), dict) else {})}
+            for a in agents if common or isinstance(given.get(a), dict)}
+
+
 def _run_cli(args: argparse.Namespace) -> int:
-    cfg = BenchConfig(agents=(*args.agents, *args.agent), envs=tuple(args.envs), seeds=args.seeds,
+    agents: list[str] = []
+    for a in args.agents or ["default"]:
+        agents += list(DEFAULT_AGENTS) if a == "default" else [a]
+    budget = parse_budget(args.budget)
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool):
+        budget = {"params": budget}
+    budget = budget or {}
+    if any(isinstance(bound, (list, tuple)) for bound in budget.values()):
+        raise bad_value("--budget", args.budget, "upper bounds only (metric=upper)")
+    agents = list(dict.fromkeys(agents))
+    cfg = BenchConfig(agents=tuple(agents), envs=tuple(args.envs), seeds=args.seeds,
                       evaluations=args.evaluations, time_budget=args.time_budget,
-                      budget=json.loads(args.budget), noise=args.noise,
-                      agent_kwargs=json.loads(args.agent_kwargs), workers=args.workers,
-                      out=args.out)
+                      budget=budget, noise=args.noise,
+                      agent_kwargs=bench_agent_kwargs(tuple(agents), agent_keywords(args)),
+                      workers=args.workers, out=args.out, tensorboard=args.tensorboard)
     result = run_bench(cfg)
     print(f"bench: {result['jobs']} jobs ({result['ran']} run now) in {result['seconds']:.1f}s; "
           f"report: {Path(cfg.out) / 'report.md'}")

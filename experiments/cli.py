@@ -24,7 +24,11 @@ import yaml
 
 from nas_gym.errors import ConfigError, NasGymError, bad_value
 
+from .options import _is_float, parse_budget, parse_mapping, parse_value, tensorboard_dir
+from .options import number as _number
 from .search import SearchConfig, run_search
+
+__all__ = ["_is_float", "build_parser", "main", "parse_budget", "parse_mapping", "parse_value"]
 
 PROG = "nas-gym"
 #: env keywords with their own option (``--batch-size`` -> ``env_kwargs["batch_size"]``).
@@ -58,71 +62,6 @@ def field_docs(cls: type) -> dict[str, str]:
                 and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
             docs[node.target.id] = " ".join(str(nxt.value.value).split())
     return docs
-
-
-def parse_value(text: str) -> Any:
-    """A scalar or structure typed on the command line: YAML (``3``, ``1e-3``, ``true``,
-    ``[1, 2]``, ``{a: 1}``); anything else stays a string."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str) and _is_float(value):  # YAML 1.1 reads "1e6" as a string
-        return float(value)
-    return value
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _number(text: str, arg: str) -> float | int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise bad_value(arg, text, "a number") from None
-    return int(value) if value.is_integer() else value
-
-
-def parse_budget(text: str) -> Any:
-    """``params=30000,flops=1e6`` (upper bounds), ``params=1000:30000`` (lower:upper, either may
-    be empty), a bare number (upper bound on the env's default metric) or ``none``."""
-    text = text.strip()
-    if text.lower() in ("none", "null", ""):
-        return None
-    if "=" not in text:
-        return _number(text, "--budget")
-    budget: dict[str, Any] = {}
-    for part in text.split(","):
-        metric, sep, bound = part.partition("=")
-        if not sep or not metric.strip():
-            raise bad_value("--budget", text, "metric=upper[,metric=lower:upper...]")
-        metric = metric.strip()
-        if ":" in bound:
-            lo, hi = bound.split(":", 1)
-            budget[metric] = [_number(lo, "--budget") if lo.strip() else None,
-                              _number(hi, "--budget") if hi.strip() else None]
-        else:
-            budget[metric] = _number(bound, "--budget")
-    return budget
-
-
-def parse_mapping(text: str, arg: str) -> dict[str, Any]:
-    """A JSON / YAML mapping (``'{"max_blocks": 4}'``) or ``key=value,key=value``."""
-    value = parse_value(text) if text.lstrip().startswith("{") else None
-    if isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, raw = part.partition("=")
-        if not sep or not key:
-            raise bad_value(arg, text, "a JSON mapping or key=value[,key=value...]")
-        out[key.strip()] = parse_value(raw.strip())
-    return out
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -159,9 +98,12 @@ def add_search(sub: Any) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif f.name == "budget":
             p.add_argument(flag, metavar="METRIC=UPPER,...", help=help_ + " Example: "
-                           "params=30000,flops=1e6 or params=1000:30000 or none.")
+                           "params=30000,flops=1e6 or params=1000:30000 or none (or the same "
+                           "as JSON: '{\"params\": 30000}').")
         elif f.name.endswith("_kwargs"):
             p.add_argument(flag, metavar="JSON|K=V,...", help=help_)
+        elif f.name == "tensorboard":
+            p.add_argument(flag, metavar="DIR", type=tensorboard_dir, help=help_)
         else:
             p.add_argument(flag, metavar=f.name.upper(), help=help_)
     group = p.add_argument_group("env arguments (shortcuts into --env-kwargs)")
@@ -241,10 +183,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 # -- entry point ----------------------------------------------------------------------------------
 #: Subcommands: name -> function adding its parser (``bench`` and ``table`` register here).
 from .bench import add_bench_command  # noqa: E402
+from .export_cmd import add_export_command  # noqa: E402
 from .table_build import add_table_command  # noqa: E402
 
 COMMANDS: dict[str, Callable[[Any], None]] = {"search": add_search, "table": add_table_command,
-                                              "bench": add_bench_command}
+                                              "bench": add_bench_command,
+                                              "export": add_export_command}
 
 
 def build_parser() -> argparse.ArgumentParser:

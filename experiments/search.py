@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 import nas_gym
-from agents import AGENTS, make_agent
-from agents.base import Agent, Callback, Episode
+from agents import AGENTS
+from agents.base import Agent, Callback, Episode, check_discrete
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.checkpoint import save_model
 from nas_gym.costs import COST_METRICS
@@ -49,6 +49,12 @@ from nas_gym.registry import Registry
 from nas_gym.rewards import parse_budget
 from nas_gym.training import evaluate, train
 from nas_gym.vector import make_env_copies
+
+from .live import TensorBoardLog
+from .options import agent_class, check_agent_env, make_agent_spec
+from .plots import pareto_front, plot_search
+
+__all__ = ["SearchConfig", "pareto_front", "plot_search", "read_evaluations", "run_search"]
 
 #: Files of a search folder.
 CONFIG, EVALUATIONS, BEST, STATE, STORE = ("config.json", "evaluations.jsonl", "best.json",
@@ -67,7 +73,8 @@ class SearchConfig:
     env: str = "CellNAS-v0"
     """Env id (one of ``nas_gym.ENV_IDS``)."""
     agent: str = "reinforce"
-    """Agent name (one of ``agents.AGENTS``)."""
+    """Agent name (one of ``agents.AGENTS``) or a class by import path ``module:Class`` (the agent
+    interface, or a plain SB3 algorithm class; the current folder is importable)."""
     episodes: int = 20
     """Total episodes (= evaluated architectures, cache hits included); a resume continues to it."""
     budget: Any = field(default_factory=lambda: {"params": 30_000})
@@ -99,11 +106,14 @@ class SearchConfig:
     """Output folder (a folder holding a search is resumed)."""
     progress: bool = True
     """Show a progress bar (on stderr)."""
+    tensorboard: str | None = None
+    """Also log every evaluation, the accuracy-vs-cost scatter and this config to a TensorBoard
+    run in this folder (SB3 agents log their training curves there too); needs tensorboard."""
 
     def validate(self) -> SearchConfig:
         if self.env not in nas_gym.ENV_IDS:
             raise bad_value("--env", self.env, sorted(nas_gym.ENV_IDS))
-        AGENTS.get(self.agent, "--agent")
+        agent_cls = agent_class(self.agent)
         for name, low in (("episodes", 1), ("final_epochs", 0), ("threads", 1), ("seed", 0),
                           ("workers", 1)):
             v = getattr(self, name)
@@ -123,8 +133,7 @@ class SearchConfig:
             raise bad_value("--backend", self.backend, SEARCH_BACKENDS)
         if self.address is not None and self.backend != "ray":
             raise bad_value("--backend", self.backend, "ray when --address is given")
-        if self.workers > 1 and not getattr(AGENTS.get(self.agent, "--agent"),
-                                            "concurrent_batches", False):
+        if self.workers > 1 and not getattr(agent_cls, "concurrent_batches", False):
             batched = sorted(n for n in AGENTS.names()
                              if getattr(AGENTS.get(n, "--agent"), "concurrent_batches", False))
             raise bad_value("--workers", self.workers,
@@ -187,69 +196,6 @@ def _record(episode: Episode) -> dict[str, Any]:
     return row
 
 
-def plot_search(out: str | os.PathLike, rows: list[dict[str, Any]], budget: Any,
-                default_metric: str = "params") -> list[Path]:
-    """Write the PNG plots of a search; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out, paths = Path(out), []
-    acc = np.array([r.get("accuracy") or 0.0 for r in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    x = np.arange(1, len(rows) + 1)
-    ax.scatter(x, acc, s=10, alpha=0.4, label="evaluation")
-    ax.step(x, np.maximum.accumulate(acc) if len(acc) else acc, where="post", color="C3",
-            label="best so far")
-    ax.set(xlabel="evaluations", ylabel="validation accuracy", title="Best-so-far accuracy")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    paths.append(out / "best_so_far.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    constraints = parse_budget(budget, default_metric)
-    metrics = [c.metric for c in constraints] or [default_metric]
-    best = max(rows, key=lambda r: r["reward"]) if rows else None
-    for metric in dict.fromkeys(metrics):
-        cost = np.array([(r.get("costs") or {}).get(metric, np.nan) for r in rows], dtype=float)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.scatter(cost, acc, s=12, alpha=0.5, label="architectures")
-        front = pareto_front(cost, acc)
-        if len(front):
-            ax.step(cost[front], acc[front], where="post", color="C2", label="Pareto front")
-        for c in constraints:
-            if c.metric != metric:
-                continue
-            for bound, name in ((c.upper, "budget"), (c.lower, "lower bound")):
-                if bound is not None:
-                    ax.axvline(bound, color="C3", linestyle="--", label=f"{name} {bound:g}")
-        if best is not None and metric in (best.get("costs") or {}):
-            ax.scatter([best["costs"][metric]], [best.get("accuracy") or 0.0], marker="*",
-                       s=150, color="C1", label="best reward", zorder=3)
-        finite = cost[np.isfinite(cost)]
-        if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 20:
-            ax.set_xscale("log")
-        ax.set(xlabel=metric, ylabel="validation accuracy", title=f"Accuracy vs {metric}")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        paths.append(out / f"accuracy_vs_{metric}.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-    return paths
-
-
-def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated points (lower cost, higher accuracy), by increasing cost."""
-    order = [i for i in np.argsort(cost, kind="stable") if np.isfinite(cost[i])]
-    front, best = [], -np.inf
-    for i in order:
-        if acc[i] > best:
-            front.append(i)
-            best = acc[i]
-    return np.array(front, dtype=int)
-
-
 # -- the final model ------------------------------------------------------------------------------
 def retrain_final(architecture: dict[str, Any], env: gym.Env, epochs: int, out: Path,
                   seed: int = 0) -> dict[str, Any]:
@@ -285,8 +231,9 @@ class _LogSink:
     finished out of order wait for the earlier ones, and a reset whose episode never ends (the
     copy is reset again: a PNAS walk) gives its place back (:meth:`abandon`)."""
 
-    def __init__(self, out: Path, start: int, rows: list[dict[str, Any]], bar: Any) -> None:
-        self.out, self.bar = out, bar
+    def __init__(self, out: Path, start: int, rows: list[dict[str, Any]], bar: Any,
+                 live: TensorBoardLog | None = None) -> None:
+        self.out, self.bar, self.live = out, bar, live
         self.best = max(rows, key=lambda r: r["reward"]) if rows else None
         self.file = open(out / EVALUATIONS, "a")  # noqa: SIM115 - closed by run_search
         self.lock = threading.Lock()
@@ -323,6 +270,8 @@ class _LogSink:
         if self.best is None or row["reward"] > self.best["reward"]:
             self.best = row
             _write_json(self.out / BEST, {"best": row})
+        if self.live is not None:
+            self.live.log(row)
         if self.bar is not None:
             self.bar.set_postfix(best_reward=f"{self.best['reward']:.4f}",
                                  best_acc=f"{self.best.get('accuracy') or 0:.4f}", refresh=False)
@@ -380,6 +329,17 @@ class _Checkpoint(Callback):
         agent.save(self.path)
 
 
+def _remove_new(out: Path, before: set[Path] | None) -> None:
+    """Remove what a failed start created in ``out`` (the folder itself when it was new)."""
+    import shutil
+
+    if before is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in set(out.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def _check_resume(out: Path, config: SearchConfig) -> None:
     path = out / CONFIG
     if not path.is_file():
@@ -424,29 +384,53 @@ def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, A
                         "concurrent_batches = True takes the copies)")
     torch.set_num_threads(config.threads)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, config)
     if agent is None:
-        agent = make_agent(config.agent, seed=config.seed, **config.agent_kwargs)
-    envs, env_kwargs = make_env(config, out)
+        agent = make_agent_spec(config.agent, config.seed, dict(config.agent_kwargs))
+    check_agent_env(agent, config.env)
+    before = set(out.iterdir()) if out.is_dir() else None
+    out.mkdir(parents=True, exist_ok=True)
+    envs: list[gym.Env] = []
+    try:  # a start that fails leaves --out as it was, so the corrected command is not refused
+        envs, env_kwargs = make_env(config, out)
+        if isinstance(agent, Agent):
+            check_discrete(envs[0], agent.name or type(agent).__name__)
+        resumable = all(hasattr(agent, a) for a in ("save", "load", "num_episodes"))
+        resumed = 0
+        if resumable and (out / STATE).is_file():
+            agent.load(out / STATE)
+            resumed = int(agent.num_episodes)
+    except BaseException:
+        for e in envs:
+            e.close()
+        _remove_new(out, before)
+        raise
     env = envs[0]
-    resumable = all(hasattr(agent, a) for a in ("save", "load", "num_episodes"))
-    resumed = 0
-    if resumable and (out / STATE).is_file():
-        agent.load(out / STATE)
-        resumed = int(agent.num_episodes)
+    resuming = (out / CONFIG).is_file()
     _truncate_evaluations(out, resumed)
     previous = read_evaluations(out)
+    if resuming:
+        print(f"resuming the search in {out} at episode {resumed} of {config.episodes} (the "
+              f"agent's saved state; episodes replayed after it are answered by the store)",
+              file=sys.stderr)
     _write_json(out / CONFIG, {"config": dataclasses.asdict(config), "env_kwargs": env_kwargs,
                                "agent_class": f"{type(agent).__module__}.{type(agent).__name__}",
                                "resumed_at_episode": resumed, "nas_gym": nas_gym.__version__})
+    live = None
+    if config.tensorboard:
+        live = TensorBoardLog(config.tensorboard, budget=config.budget,
+                              default_metric=getattr(env.unwrapped, "default_metric", "params"),
+                              hparams=dataclasses.asdict(config), start=previous)
+        log_to = getattr(agent, "log_to", None)
+        if callable(log_to):  # SB3 agents: their training curves go to the same run
+            log_to(config.tensorboard)
     bar = None
     if config.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.episodes, initial=min(resumed, config.episodes), unit="arch",
                    desc=f"{config.agent} on {config.env}", file=sys.stderr, dynamic_ncols=True)
-    sink = _LogSink(out, resumed, previous, bar)
+    sink = _LogSink(out, resumed, previous, bar, live)
     logged = [_EvaluationLog(e, sink, number_at_reset=len(envs) > 1) for e in envs]
     try:
         agent.learn(logged[0] if len(logged) == 1 else logged, config.episodes,
@@ -455,6 +439,8 @@ def run_search(config: SearchConfig, *, agent: Any | None = None) -> dict[str, A
         sink.close()
         if bar is not None:
             bar.close()
+        if live is not None:
+            live.close()
         for extra in envs[1:]:  # the first copy serves the final retraining below
             extra.close()
     try:

@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from .arch import Architecture, architecture_from_dict
 from .models import build_model
+from .wrappers import EnvFactory
 
 __version__ = "0.1.0"
 
@@ -20,7 +21,7 @@ ENV_IDS = {
 }
 
 for _id, _entry in ENV_IDS.items():
-    if _id not in gym.registry:
-        gym.register(id=_id, entry_point=_entry, disable_env_checker=True)
+    if _id not in gym.registry:  # the factory adds the observation= / info_keys= options
+        gym.register(id=_id, entry_point=EnvFactory(_entry), disable_env_checker=True)
 
 __all__ = ["ENV_IDS", "Architecture", "architecture_from_dict", "build_model", "__version__"]

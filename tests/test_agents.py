@@ -24,7 +24,8 @@ FAST: dict[str, dict] = {
 }
 COMMON = {"dataset": "digits", "epochs": 1, "train_size": 32, "batch_size": 32,
           "measure_latency": False}
-EXPECTED = {"reinforce", "random", "evolution", "ppo", "a2c", "dqn", "maskable_ppo"}
+EXPECTED = {"reinforce", "random", "evolution", "ppo", "a2c", "dqn", "maskable_ppo",
+            "recurrent_ppo"}
 
 
 class HiddenFormula:

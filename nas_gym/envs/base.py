@@ -191,6 +191,12 @@ class TokenEnv(NasEnv):
         return self._obs(), float(reward), self._done, False, info
 
     def render(self) -> str | None:
+        """``render_mode="ansi"``: the architecture built so far, in words, and what comes next."""
         if self.render_mode == "ansi":
-            return f"tokens={self._tokens} next={'done' if self._done else self._token_type()}"
+            nxt = "complete" if self._done else f"next decision: {self._token_type()}"
+            return "\n".join([*self._describe(), nxt])
         return None
+
+    def _describe(self) -> list[str]:
+        """Hook: the architecture built so far in words (default: the raw tokens)."""
+        return [f"tokens: {self._tokens}"]

@@ -156,6 +156,28 @@ class CellNASEnv(TokenEnv):
         return CellArchitecture(normal=cells[0], reduction=cells[1] if len(cells) > 1 else None,
                                 n_normal=self.n_normal, channels=self.channels)
 
+    def _describe(self) -> list[str]:
+        """``render_mode="ansi"``: each cell's blocks as ``op(input) + op(input)``."""
+        lines, start, t = [], 0, self._tokens
+
+        def source(k: int) -> str:
+            return ("cell k-2", "cell k-1")[k] if k < 2 else f"block {k - 2}"
+
+        while start < len(t):
+            b = self.min_blocks + t[start]
+            kind = "normal" if not lines else "reduction"
+            lines.append(f"{kind} cell, {b} blocks:")
+            body = t[start + 1:start + 1 + 4 * b]
+            for i in range(0, len(body), 4):
+                blk = list(body[i:i + 4])
+                in1, in2 = (source(blk[n]) if len(blk) > n else "?" for n in (0, 1))
+                op1 = self.ops[blk[2]] if len(blk) > 2 else "?"
+                op2 = self.ops[blk[3]] if len(blk) > 3 else "?"
+                lines.append(f"  block {i // 4}: {op1}({in1}) + {op2}({in2})")
+            start += 1 + 4 * b
+        return lines or [f"{'normal' if self.n_cells == 1 else 'normal + reduction'} cell: "
+                         "no block yet"]
+
     # -- hard budget (SPEC §3.5) ----------------------------------------------------------------
     def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
         if self._budget is None:

@@ -312,6 +312,32 @@ class MacroNASEnv(TokenEnv):
     def _architecture(self) -> MacroArchitecture:
         return MacroArchitecture(layers=self._state.layers, head=self.head)
 
+    def _describe(self) -> list[str]:
+        """``render_mode="ansi"``: each layer in words, then the open layer's decisions."""
+        lines = []
+        for i, layer in enumerate(self._state.layers):
+            reads = ", ".join(f"layer {j}" for j in layer.inputs) or "the image"
+            lines.append(f"layer {i}: {layer.filters} filters {layer.kernel}x{layer.kernel} "
+                         f"stride {layer.stride}, reads {reads}")
+        if self._state.picks:
+            i, words = len(self._state.layers), []
+            for (kind, j), a in zip(self.grammar.decisions[i], self._state.picks, strict=False):
+                words.append(self._word(kind, j, a))
+            lines.append(f"layer {i} (open): {', '.join(words)}")
+        return lines or ["no layer yet"]
+
+    def _word(self, kind: str, j: int, a: int) -> str:
+        g = self.grammar
+        if kind == "filters":
+            return f"{g.filters[a]} filters"
+        if kind == "kernel":
+            return f"{g.kernels[a]}x{g.kernels[a]}"
+        if kind == "stride":
+            return f"stride {g.strides[a]}"
+        if kind == "skip":
+            return f"{'reads' if a else 'skips'} layer {j}"
+        return "stop" if a == STOP else "continue"
+
     def _step_info(self, invalid: bool) -> dict[str, Any]:
         info = super()._step_info(invalid)
         info["layer"] = len(self._state.layers)

@@ -87,7 +87,9 @@ class Pool(nn.Module):
 
 def fit_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Average-pool the larger map down to the smaller one's size (sizes never grow)."""
-    size = (min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1]))
+    # plain ints: a traced / exported graph (nas_gym.export) keeps them as constants, which ONNX's
+    # adaptive pooling needs (the sizes are fixed by the architecture and the input size)
+    size = (int(min(a.shape[-2], b.shape[-2])), int(min(a.shape[-1], b.shape[-1])))
     if tuple(a.shape[-2:]) != size:
         a = F.adaptive_avg_pool2d(a, size)
     if tuple(b.shape[-2:]) != size:

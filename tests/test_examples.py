@@ -1,0 +1,26 @@
+"""The second RL library: TorchRL's GymEnv, ProbabilisticActor and MaskedCategorical drive
+CellNAS-v0 (real child training, tiny size) through the public API only."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytest.importorskip("torchrl")  # a test extra: pip install -e ".[test]"
+
+
+def test_torchrl_masked_reinforce_searches_cellnas(capsys):
+    from experiments.examples.torchrl_cellnas import main
+
+    result = main(["--episodes", "4", "--epochs", "1", "--train-size", "64", "--max-blocks",
+                   "2", "--budget", "20000"])
+    rewards, best = result["rewards"], result["best"]
+    assert len(rewards) == 4 and all(math.isfinite(r) for r in rewards)
+    assert best["reward"] == max(rewards)
+    assert best["invalid_actions"] == 0  # the masked distribution never needs the env's remap
+    blocks = 2 + best["tokens"][0]  # min_blocks + the first token
+    assert len(best["tokens"]) == 1 + 4 * blocks
+    assert 0 < best["accuracy"] <= 1 and best["params"] > 0
+    assert best["reward"] == pytest.approx(best["accuracy"] - best["penalty"], abs=1e-5)
+    assert "torchrl REINFORCE on CellNAS-v0: best reward" in capsys.readouterr().out
