@@ -116,7 +116,7 @@ def plot_event_file(logdir: str, path: str) -> str:
             events = acc.Scalars(tag)
             ax.plot([e.step for e in events], [e.value for e in events], label=tag, **style)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="evaluation", title=f"TensorBoard scalars ({logdir})")
+    ax.set(xlabel="evaluation", title="TensorBoard scalars (read back from the event file)")
     ax.legend(fontsize=8, loc="lower right")
     if images:
         event = acc.Images(images[0])[-1]
