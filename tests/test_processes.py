@@ -25,7 +25,7 @@ from nas_gym.processes import default_threads, use_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "vector_snippet.py"
-LIMIT = 400  # seconds: generous for a loaded 2-core machine; a hang used to be forever
+LIMIT = 240  # seconds per vector env: generous for a loaded 2-core machine (a hang was forever)
 
 
 def _start(method: str, *kinds: str) -> subprocess.Popen:
@@ -57,11 +57,12 @@ def _lines(proc: subprocess.Popen, count: int, deadline: float) -> list[dict]:
 
 def _finish(proc: subprocess.Popen, kinds: tuple[str, ...]) -> list[dict]:
     try:
-        out, err = proc.communicate(timeout=LIMIT)
+        out, err = proc.communicate(timeout=LIMIT * len(kinds))
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"{kinds} did not finish within {LIMIT} s: {err[-3000:]}") from None
+        raise AssertionError(f"{kinds} did not finish within {LIMIT * len(kinds)} s: "
+                             f"{err[-3000:]}") from None
     assert proc.returncode == 0, err[-3000:]
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -70,7 +71,7 @@ def test_snippet_finishes_and_workers_die_with_their_killed_parent() -> None:
     """The issue's snippet (AsyncVectorEnv, the platform's start method: fork) plays to finished
     episodes; then, in the same script, two workers in the middle of a long training are orphaned
     by a SIGKILL of their parent and must exit on their own."""
-    deadline = time.monotonic() + LIMIT
+    deadline = time.monotonic() + 2 * LIMIT
     proc = _start("fork", "gymnasium", "orphan")
     try:
         snippet, pids = _lines(proc, 2, deadline)
