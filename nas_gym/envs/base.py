@@ -89,9 +89,13 @@ class NasEnv(gym.Env):
     def _check_action(self, action: Any, mask: np.ndarray) -> tuple[int, bool]:
         """The action to apply and whether the given one was invalid (see the class doc)."""
         try:
-            a = int(np.asarray(action).reshape(()))
+            arr = np.asarray(action)
         except (TypeError, ValueError):
-            raise InvalidActionError(f"action={action!r} is not an integer") from None
+            arr = np.asarray(None)
+        if arr.size != 1 or arr.dtype.kind not in "iu":  # floats, bools, objects, several values
+            raise InvalidActionError(f"action={action!r} is not an integer (a Discrete action: an "
+                                     "int or a one-element integer array)")
+        a = int(arr.reshape(()))
         if 0 <= a < mask.shape[0] and mask[a]:
             return a, False
         valid = np.flatnonzero(mask)
