@@ -43,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from nas_gym.errors import bad_value
+from nas_gym.errors import ConfigError, bad_value
 
 #: Terminal-info keys copied into :meth:`Episode.summary` (JSON-able; never test accuracy).
 SUMMARY_KEYS = ("accuracy", "costs", "penalty", "reward_parts", "status", "cache_hit",
@@ -397,10 +397,11 @@ class Agent(ABC):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file + ``os.replace``), so a
-        kill during the write leaves the previous state intact."""
+        kill during the write leaves the previous state intact. The file holds tensors and plain
+        values only (:func:`plain_state`): :meth:`load` reads it with ``weights_only=True``."""
         path = os.fspath(path)
         buffer = io.BytesIO()
-        torch.save(self.state_dict(), buffer)
+        torch.save({"format": STATE_FORMAT, "state": plain_state(self.state_dict())}, buffer)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(buffer.getvalue())
@@ -409,7 +410,60 @@ class Agent(ABC):
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> Agent:
-        """Restore the state written by :meth:`save`; returns ``self``."""
-        # weights_only=False: the state holds numpy generator states and arrays we wrote ourselves
-        self.load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=False))
+        """Restore the state written by :meth:`save`; returns ``self``. Nothing in the file is
+        executed: it is read with ``weights_only=True`` (a results folder received from someone
+        else may hold anything)."""
+        self.load_state_dict(read_state(path))
         return self
+
+
+#: The format tag of an agent state file (tensors + plain values, ``weights_only``-readable).
+STATE_FORMAT = "nas_gym.agent_state.v2"
+_CONVERT = ("written by an older nas_gym, whose agent states were pickles that can run code when "
+            "loaded. If you trust the file, convert it once: python -m agents.convert_state {path}")
+
+
+def plain_state(value: Any, where: str = "state") -> Any:
+    """``value`` as the types ``torch.load(weights_only=True)`` reads: dicts (str / int keys),
+    lists, tuples, str, int, float, bool, None, bytes and tensors; numpy arrays become lists and
+    numpy scalars Python numbers. Anything else (an object that would need code to rebuild) is
+    refused with its place in the state."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor)):
+        return value.detach().cpu() if isinstance(value, torch.Tensor) else value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        for k in value:
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where} has a key {k!r} of type {type(k).__name__}: agent "
+                                "states take str or int keys")
+        return {k: plain_state(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        out = [plain_state(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if isinstance(value, tuple) else out
+    raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}: agent "
+                    "states hold tensors and plain values only (no pickled objects)")
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The state dict of an agent state file, read without running any code from it."""
+    import pickle
+
+    path = os.fspath(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"agent state {path!r} holds pickled objects, which are not loaded "
+                          f"({first[:200]}); it was {_CONVERT.format(path=path)}") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ConfigError(f"agent state {path!r} is not a readable torch file ({exc}); "
+                          "delete it to start the agent afresh") from None
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise ConfigError(f"agent state {path!r} has no {STATE_FORMAT!r} format tag; it was "
+                          f"{_CONVERT.format(path=path)}")
+    return data["state"]

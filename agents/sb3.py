@@ -21,19 +21,19 @@ small rollouts (``n_steps=64`` for PPO, 8 for A2C), DQN trains after every episo
 end; discounting would favour short token sequences). Every default can be overridden by keyword.
 
 SB3 seeds the *global* torch / numpy generators (``set_random_seed``): the one place the project's
-"no global random state" rule cannot hold. A saved state holds the model (``model.save``) but not
-DQN's replay buffer.
+"no global random state" rule cannot hold. A saved state holds the model's tensors, spaces and
+counters (plain values, loaded without unpickling) but not DQN's replay buffer.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -211,8 +211,7 @@ class SB3Agent(Agent):
         recorder = _Recorder(env, self._episode_done(cb))
         vec = DummyVecEnv([lambda: recorder])
         if self.model is None:
-            self.model = self.cls(self.policy, vec, seed=self.seed, device=self.device,
-                                  verbose=0, **self._model_kwargs(env))
+            self.model = self._build(vec)
         else:
             self.model.set_env(vec)
         if self._log_dir is not None:
@@ -234,7 +233,7 @@ class SB3Agent(Agent):
         cb.on_update(self)
         return self
 
-    def _model_kwargs(self, env: gym.Env) -> dict[str, Any]:
+    def _model_kwargs(self, env: gym.Env | DummyVecEnv) -> dict[str, Any]:
         kwargs = dict(self.algo_kwargs)
         if is_recurrent(self.cls) and isinstance(env.observation_space, gym.spaces.MultiDiscrete):
             policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
@@ -257,12 +256,15 @@ class SB3Agent(Agent):
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        blob = None
+        """The policy's and optimizer's tensors, the spaces and SB3's counters: plain values, not
+        ``model.save``'s zip (whose cloudpickled fields would run code when loaded)."""
+        model = None
         if self.model is not None:
-            buffer = io.BytesIO()
-            self.model.save(buffer)
-            blob = buffer.getvalue()
-        return {**super().state_dict(), "algorithm": self.algorithm, "model": blob,
+            model = {"spaces": [space_to_json(self.model.observation_space),
+                                space_to_json(self.model.action_space)],
+                     "parameters": self.model.get_parameters(),
+                     "counters": {k: int(getattr(self.model, k)) for k in _COUNTERS}}
+        return {**super().state_dict(), "algorithm": self.algorithm, "model": model,
                 "rollouts": self._rollouts}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -270,8 +272,73 @@ class SB3Agent(Agent):
         if state["algorithm"] != self.algorithm:
             raise bad_value("state['algorithm']", state["algorithm"], repr(self.algorithm))
         self._rollouts = int(state.get("rollouts", 0))
-        self.model = None if state["model"] is None else \
-            self.cls.load(io.BytesIO(state["model"]), device=self.device)
+        saved = state["model"]
+        if saved is None:
+            self.model = None
+            return
+        if not isinstance(saved, dict):  # bytes: model.save's zip, the pickling format
+            raise bad_value("state['model']", type(saved).__name__,
+                            "the parameters dict of this nas_gym (convert the file: "
+                            "python -m agents.convert_state PATH)")
+        spaces = [space_from_json(d) for d in saved["spaces"]]
+        self.model = self._build(DummyVecEnv([lambda: _Spaces(*spaces)]))
+        self.model.set_parameters(saved["parameters"], exact_match=True, device=self.device)
+        for k, v in saved["counters"].items():
+            if k in _COUNTERS:
+                setattr(self.model, k, int(v))
+
+    def _build(self, vec: DummyVecEnv) -> BaseAlgorithm:
+        return self.cls(self.policy, vec, seed=self.seed, device=self.device, verbose=0,
+                        **self._model_kwargs(vec))
+
+
+#: SB3's counters that a resumed model continues from (schedules read ``num_timesteps``).
+_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num")
+
+
+class _Spaces(gym.Env):
+    """Holds the spaces a restored model is built on until ``learn`` gives it the real env."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        raise RuntimeError("a restored SB3 agent learns on the env given to learn()")
+
+    def step(self, action: Any):
+        raise RuntimeError("a restored SB3 agent learns on the env given to learn()")
+
+
+def space_to_json(space: gym.Space) -> dict[str, Any]:
+    """A JSON-able description of the spaces nas_gym envs use (no pickled objects)."""
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "dtype": str(space.dtype)}
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    if isinstance(space, spaces.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(),
+                "dtype": str(space.dtype)}
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_json(v) for k, v in space.spaces.items()}}
+    raise bad_value("observation / action space", type(space).__name__,
+                    "Discrete, MultiDiscrete, MultiBinary, Box or Dict (savable agent states)")
+
+
+def space_from_json(d: dict[str, Any]) -> gym.Space:
+    kind = d.get("type")
+    if kind == "Discrete":
+        return spaces.Discrete(int(d["n"]), start=int(d["start"]))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(np.asarray(d["nvec"]), dtype=d["dtype"])
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(d["n"])
+    if kind == "Box":
+        return spaces.Box(np.asarray(d["low"]), np.asarray(d["high"]), dtype=d["dtype"])
+    if kind == "Dict":
+        return spaces.Dict({k: space_from_json(v) for k, v in d["spaces"].items()})
+    raise bad_value("saved space type", kind, "Discrete, MultiDiscrete, MultiBinary, Box, Dict")
 
 
 class PPOAgent(SB3Agent):

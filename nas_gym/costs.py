@@ -8,8 +8,8 @@
   training step keeps for the backward pass), float32.
 - ``compute_intensity``: FLOPs per byte moved (EPNAS Table 5), bytes moved = parameter bytes + the
   bytes each leaf module reads and writes.
-- ``latency_ms``: measured, mean of 5 timed batch-1 forward passes on the eval device after
-  warm-up (``torch.utils.benchmark``).
+- ``latency_ms``: measured on one thread, the median of blocks of timed batch-1 forward passes on
+  the eval device after warm-up (``torch.utils.benchmark`` ``blocked_autorange``).
 - ``train_seconds``: measured by the training loop; known only after training (B-ENAS).
 
 ``params``, ``flops``, ``memory_bytes`` and ``compute_intensity`` are known before training and
@@ -75,25 +75,29 @@ def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, fl
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...],
-                    device: torch.device | str = "cpu", *, runs: int = 5) -> float:
-    """Milliseconds of one batch-1 eval-mode forward pass on ``device``: the mean over ``runs``
-    timed passes (``torch.utils.benchmark.Timer.timeit``, which warms up and synchronises CUDA).
-    One timed block rather than a median of separate calls: each ``timeit`` call warms up again,
-    which tripled the cost of measuring."""
+                    device: torch.device | str = "cpu", *, min_run_time: float = 0.05) -> float:
+    """Milliseconds of one batch-1 eval-mode forward pass on ``device``, on one torch thread: the
+    median over blocks of passes timed by ``torch.utils.benchmark.Timer.blocked_autorange`` (which
+    warms up, sizes the blocks so the timer's overhead is negligible, and synchronises CUDA),
+    ``min_run_time`` seconds in all. One thread because a deployed net answers one request per core
+    and a multi-threaded reading depends on what else runs on the machine (it read 2-3 s instead of
+    16-23 ms on the loaded 2-core machine)."""
     import logging
 
     # torch.utils.benchmark imports cpp_extension, which logs a warning when CUDA is absent
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import benchmark
 
+    if not (isinstance(min_run_time, (int, float)) and min_run_time > 0):
+        raise ValueError(f"min_run_time={min_run_time!r} is not accepted; expected seconds > 0")
     was_training = model.training
     model.eval()
     x = torch.zeros((1, *input_shape), device=device)
     try:
         with torch.no_grad():
             timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
-                                    num_threads=torch.get_num_threads())
-            seconds = timer.timeit(runs).mean
+                                    num_threads=1)
+            seconds = timer.blocked_autorange(min_run_time=float(min_run_time)).median
     finally:
         model.train(was_training)
     return float(seconds * 1e3)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from difflib import get_close_matches
 
+from gymnasium.error import ResetNeeded as _GymResetNeeded
+
 
 class NasGymError(Exception):
     """Base class of every nas_gym error."""
@@ -32,6 +34,10 @@ class InvalidActionError(NasGymError, ValueError):
 
 class TransformError(NasGymError, ValueError):
     """An illegal network transform (Net2Net / EPNAS)."""
+
+
+class ResetNeeded(NasGymError, _GymResetNeeded, RuntimeError):
+    """``step()`` before ``reset()`` or after the episode ended (Gymnasium's ``ResetNeeded``)."""
 
 
 def bad_value(arg: str, value: object, accepted: str | Iterable[object]) -> ConfigError:

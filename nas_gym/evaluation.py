@@ -16,6 +16,7 @@ from .arch.base import Architecture, canonical_json
 from .costs import measure_latency, static_costs
 from .evaluators import EvalResult
 from .models import build_model
+from .processes import use_threads
 from .rewards import Reward
 from .store import EvaluationStore, evaluation_key
 
@@ -38,13 +39,15 @@ class EvaluationPipeline:
     :param reject_infeasible: skip training when a pre-training cost breaks the budget
         (``status="infeasible"``, accuracy 0).
     :param measure_latency: measure ``latency_ms`` (batch 1, median, on ``device``).
+    :param threads: torch threads of training and cost counting (the env's ``torch_threads``).
     """
 
     def __init__(self, evaluator: Any, store: EvaluationStore, reward: Reward,
                  input_shape: tuple[int, int, int], num_classes: int, *,
                  device: torch.device, reject_infeasible: bool = False,
-                 measure_latency: bool = True) -> None:
+                 measure_latency: bool = True, threads: int | None = None) -> None:
         self.evaluator, self.store, self.reward = evaluator, store, reward
+        self.threads = threads or torch.get_num_threads()
         self.input_shape, self.num_classes, self.device = input_shape, num_classes, device
         self.reject_infeasible, self.measure_latency = reject_infeasible, measure_latency
         self.fingerprint = evaluator_fingerprint(evaluator)
@@ -58,12 +61,13 @@ class EvaluationPipeline:
         """Pre-training costs (cached per architecture for the life of the pipeline)."""
         sha = arch.sha256
         if sha not in self._costs:
-            if model is None:
-                model = build_model(arch, self.input_shape, self.num_classes)
-            costs = static_costs(model, self.input_shape)
-            if self.measure_latency:
-                costs["latency_ms"] = measure_latency(_copy_to(model, self.device),
-                                                      self.input_shape, self.device)
+            with use_threads(self.threads):
+                if model is None:
+                    model = build_model(arch, self.input_shape, self.num_classes)
+                costs = static_costs(model, self.input_shape)
+                if self.measure_latency:
+                    costs["latency_ms"] = measure_latency(_copy_to(model, self.device),
+                                                          self.input_shape, self.device)
             self._costs[sha] = costs
         return dict(self._costs[sha])
 
@@ -91,8 +95,9 @@ class EvaluationPipeline:
             else:
                 # in flight until put() clears it: a killed search knows what it must redo
                 self.store.mark_started(key, worker=f"{_HOST}:{os.getpid()}")
-                result = EvalResult.coerce(self.evaluator.evaluate(
-                    arch, seed=seed, model=model if needs_model else None))
+                with use_threads(self.threads):
+                    result = EvalResult.coerce(self.evaluator.evaluate(
+                        arch, seed=seed, model=model if needs_model else None))
                 costs["train_seconds"] = result.train_seconds
                 record = {**result.record(), "costs": costs}
                 self.store.put(key, record, architecture=arch.to_dict(),

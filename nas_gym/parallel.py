@@ -42,6 +42,7 @@ from .arch.base import Architecture
 from .data import DataConfig, load_data
 from .errors import ConfigError, bad_value
 from .evaluators import EVALUATORS, EvalResult
+from .processes import watch_parent
 from .training import TrainConfig
 
 BACKENDS = ("local", "process", "ray")
@@ -244,18 +245,6 @@ class RayEvaluator(_RemoteEvaluator):
                 f"max_retries={self.max_retries})")
 
 
-def _watch_parent(parent: int) -> None:
-    """Initializer of a ``"process"`` worker: exit when the driver is gone (a killed driver must
-    not leave its workers behind, blocked on a queue nobody will write)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            threading.Event().wait(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="nas-gym-parent-watch", daemon=True).start()
-
-
 class ProcessEvaluator(_RemoteEvaluator):
     """An evaluator whose ``evaluate`` runs the wrapped evaluator in a worker process of this
     machine (``evaluator_backend="process"``).
@@ -305,7 +294,7 @@ class ProcessEvaluator(_RemoteEvaluator):
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     1, mp_context=multiprocessing.get_context(self.context),
-                    initializer=_watch_parent, initargs=(os.getpid(),))
+                    initializer=watch_parent)
             return self._pool
 
     def _drop_pool(self, pool: ProcessPoolExecutor, *, kill: bool = False) -> None:

@@ -72,11 +72,23 @@ class EvaluationStore:
             raise bad_value("path", path, "a file path or ':memory:'")
         if path != MEMORY:
             path = os.path.abspath(os.path.expanduser(path))  # a worker may run in another cwd
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except OSError as exc:
+                raise _unwritable(path, exc) from None
+            _check_file(path)
         self.path: str = path
         self.timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
-        self._open()
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            text = str(exc).lower()
+            if "readonly" in text or "unable to open" in text or "read-only" in text:
+                raise _unwritable(path, exc) from None
+            raise ConfigError(f"store={path!r} cannot be read as an evaluation store ({exc}); "
+                              f"{_UNTOUCHED}") from None
 
     # -- connection -----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -85,6 +97,10 @@ class EvaluationStore:
         self._conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
+        tables = {r[0] for r in self._read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "meta" not in tables:  # checked before anything is written to the file
+            raise ConfigError(f"store={self.path!r} is an SQLite file of something else (tables "
+                              f"{sorted(tables)[:5]}); {_UNTOUCHED}")
         if self.path != MEMORY:
             # Switching to WAL needs a brief exclusive lock; several processes may open at once.
             self._retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL").fetchone())
@@ -278,6 +294,40 @@ class EvaluationStore:
         """Evaluations started but not finished: ``{"key", "worker", "started"}``, oldest first."""
         rows = self._read("SELECT key, worker, started FROM in_flight ORDER BY started, key")
         return [{"key": k, "worker": w, "started": s} for k, w, s in rows]
+
+
+_UNTOUCHED = ("the file was left untouched: restore it from a copy, or move it away (or pass "
+              "another store=) to start a new store")
+
+
+def _unwritable(path: str, exc: BaseException) -> ConfigError:
+    return ConfigError(f"store={path!r} cannot be written ({exc}): the store writes the file and its "
+                       f"-wal / -shm journals in {os.path.dirname(path)!r}, which must be a "
+                       "writable folder; pass store= a path in a writable folder, or ':memory:'")
+
+
+def _check_file(path: str) -> None:
+    """Refuse a file that is not an intact SQLite database before SQLite opens it, so a corrupted
+    or truncated store is reported at ``gym.make`` and never written over."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return  # an empty file is an empty database
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise ConfigError(f"store={path!r} is not an SQLite evaluation store (it starts with "
+                          f"{head[:16]!r}, {size} bytes); {_UNTOUCHED}")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    wal = f"{path}-wal"
+    pending = os.path.exists(wal) and os.path.getsize(wal) > 0  # a checkpoint may be mid-way
+    if head[92:96] == head[96:100] and not pending and size < page * pages:
+        raise ConfigError(f"store={path!r} is truncated: its header counts {pages} pages of {page} "
+                          f"bytes ({page * pages} bytes) but the file holds {size}; {_UNTOUCHED}")
 
 
 def open_store(store: str | os.PathLike | EvaluationStore | None) -> EvaluationStore:

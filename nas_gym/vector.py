@@ -17,7 +17,6 @@ and every copy caps its torch threads so copies do not oversubscribe the cores.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import gymnasium as gym
 import torch
 
 from .errors import bad_value
+from .processes import default_threads, in_forked_child
 
 VECTOR_BACKENDS = ("async", "sync")
 
@@ -47,26 +47,29 @@ def copy_devices(n: int, devices: Sequence[str] | str | None = None) -> list[str
     return [devices[i % len(devices)] for i in range(n)]
 
 
-def _make_copy(env_id: str, index: int, device: str | None, threads: int | None,
+def _make_copy(env_id: str, index: int, device: str | None, threads: int, explicit: bool,
                kwargs: dict[str, Any]) -> gym.Env:
     """Build copy ``index`` (runs in the copy's own process for the async / SubprocVecEnv case)."""
     import nas_gym  # noqa: F401  (registers the env ids in a spawned process)
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if not explicit and in_forked_child():
+        threads = 1  # a forked copy runs on one thread (see nas_gym.processes); spawn may use more
+    kwargs = {**kwargs, "torch_threads": threads}
     if device is not None:
-        kwargs = {**kwargs, "device": device}
+        kwargs["device"] = device
     return gym.make(env_id, **kwargs)
 
 
 def make_env_fns(env_id: str, n: int, *, devices: Sequence[str] | str | None = None,
                  torch_threads: int | None = None, **kwargs: Any) -> list[Callable[[], gym.Env]]:
     """``n`` picklable env factories (``functools.partial``) for ``AsyncVectorEnv`` / SB3's
-    ``SubprocVecEnv``. ``torch_threads`` (default ``max(1, cores // n)``) is set in each copy.
+    ``SubprocVecEnv``. ``torch_threads`` (default: the cores divided among the ``n`` copies; 1 in
+    a copy started by ``fork``) is each copy's env argument.
     The ``store`` must be a file (``":memory:"`` cannot be shared between processes)."""
+    explicit = torch_threads is not None
     devs, torch_threads = _plan_copies(n, devices, torch_threads, kwargs)
-    return [functools.partial(_make_copy, env_id, i, devs[i], torch_threads, dict(kwargs))
-            for i in range(n)]
+    return [functools.partial(_make_copy, env_id, i, devs[i], torch_threads, explicit,
+                              dict(kwargs)) for i in range(n)]
 
 
 def _plan_copies(n: int, devices: Sequence[str] | str | None, torch_threads: int | None,
@@ -78,8 +81,10 @@ def _plan_copies(n: int, devices: Sequence[str] | str | None, torch_threads: int
         raise bad_value("store", ":memory:", "a file path shared by the copies")
     if "device" in kwargs and devices is not None:
         raise bad_value("devices", devices, "None when device= is given (one device for all)")
+    if "torch_threads" in kwargs:
+        raise bad_value("torch_threads", kwargs["torch_threads"], "given once (keyword of this call)")
     if torch_threads is None:
-        torch_threads = max(1, (os.cpu_count() or 1) // n)
+        torch_threads = default_threads(n)
     elif isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
         raise bad_value("torch_threads", torch_threads, "None or an integer >= 1")
     return ([None] * n if "device" in kwargs else copy_devices(n, devices)), torch_threads
@@ -94,7 +99,8 @@ def make_vector_env(env_id: str, n: int, *, backend: str = "async",
         (one process; for debugging).
     :param devices: per-copy devices, round-robin (default: the visible GPUs; see
         :func:`copy_devices`).
-    :param torch_threads: torch threads per copy (default ``max(1, cores // n)``).
+    :param torch_threads: torch threads per copy (default: the cores divided among the copies; 1
+        with the ``fork`` start method, see :mod:`nas_gym.processes`).
     :param context: multiprocessing start method of the async copies (default: the platform's).
         With ``evaluator_backend="process"`` (a copy survives the crash of its child's training:
         the worker is replaced and the evaluation retried) the copies are not daemonic, so that
@@ -117,7 +123,7 @@ def make_env_copies(env_id: str, n: int, *, devices: Sequence[str] | str | None 
 
     :param devices: per-copy devices, round-robin (default: the visible GPUs; see
         :func:`copy_devices`).
-    :param torch_threads: torch threads of each copy's worker (default ``max(1, cores // n)``).
+    :param torch_threads: torch threads of each copy (default: the cores divided among them).
     :param kwargs: the env's own arguments; ``evaluator_backend`` defaults to ``"process"`` (one
         worker process per copy) - ``"ray"`` sends the children to Ray, ``"local"`` trains them
         in the agent's threads. ``store`` (default: the default store file) must not be
@@ -127,6 +133,7 @@ def make_env_copies(env_id: str, n: int, *, devices: Sequence[str] | str | None 
     kwargs.setdefault("evaluator_backend", "process")
     if kwargs["evaluator_backend"] == "process":
         kwargs.setdefault("worker_threads", torch_threads)
+    kwargs["torch_threads"] = torch_threads
     copies: list[gym.Env] = []
     try:
         for i in range(n):

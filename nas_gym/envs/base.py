@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ..arch.base import Architecture
-from ..errors import InvalidActionError, bad_value
+from ..errors import InvalidActionError, ResetNeeded, bad_value
 from .common import INVALID_ACTION_MODES, Components, build_components
 
 
@@ -38,13 +38,32 @@ class NasEnv(gym.Env):
             raise bad_value("hard_budget", hard_budget,
                             "True or False" if self.supports_hard_budget else "False")
         self.hard_budget = hard_budget
+        if render_mode is not None and not isinstance(render_mode, str):
+            raise bad_value("render_mode", render_mode, f"None or a string; this env renders "
+                                                        f"{self.metadata['render_modes']}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise bad_value("render_mode", render_mode, self.metadata["render_modes"])
+            # Gymnasium's convention (gym.make warns the same way): an unknown mode is a warning,
+            # so wrappers that ask for one (SB3's make_vec_env: "rgb_array") still work
+            gym.logger.warn(f"render_mode={render_mode!r} is not one of this env's render modes "
+                            f"{self.metadata['render_modes']}: render() returns None")
         self.invalid_action, self.render_mode = invalid_action, render_mode
         self.components: Components = build_components(
             default_metric=self.default_metric, default_penalty=self.default_penalty,
             accuracy_transform=accuracy_transform or self.default_accuracy_transform, **common)
         self.last_info: dict[str, Any] = {}
+        self._was_reset = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._was_reset = True
+        return super().reset(seed=seed, options=options)
+
+    def _check_can_step(self, done: bool) -> None:
+        """The misuse errors of ``step()`` (the bare env too, without Gymnasium's wrappers)."""
+        if not self._was_reset:
+            raise ResetNeeded("step() called before reset(): call env.reset(seed=...) first")
+        if done:
+            raise ResetNeeded("step() called after the episode ended (terminated=True was "
+                              "returned); call env.reset() to start the next episode")
 
     # -- shared pieces -------------------------------------------------------------------------
     @property
@@ -70,9 +89,13 @@ class NasEnv(gym.Env):
     def _check_action(self, action: Any, mask: np.ndarray) -> tuple[int, bool]:
         """The action to apply and whether the given one was invalid (see the class doc)."""
         try:
-            a = int(np.asarray(action).reshape(()))
+            arr = np.asarray(action)
         except (TypeError, ValueError):
-            raise InvalidActionError(f"action={action!r} is not an integer") from None
+            arr = np.asarray(None)
+        if arr.size != 1 or arr.dtype.kind not in "iu":  # floats, bools, objects, several values
+            raise InvalidActionError(f"action={action!r} is not an integer (a Discrete action: an "
+                                     "int or a one-element integer array)")
+        a = int(arr.reshape(()))
         if 0 <= a < mask.shape[0] and mask[a]:
             return a, False
         valid = np.flatnonzero(mask)
@@ -171,8 +194,7 @@ class TokenEnv(NasEnv):
         return self._obs(), self._step_info(False)
 
     def step(self, action: Any):
-        if self._done:
-            raise RuntimeError("step() called after the episode ended; call reset()")
+        self._check_can_step(self._done)
         a, invalid = self._check_action(action, self._mask)
         self._tokens.append(a)
         self._on_token(a)

@@ -26,6 +26,7 @@ from ..parallel import (
     check_backend_kwargs,
     ensure_ray,
 )
+from ..processes import check_threads, in_worker_process, watch_parent
 from ..rewards import PENALTIES, Reward, parse_budget
 from ..store import EvaluationStore, open_store
 from ..training import PRESETS, TrainConfig, get_preset
@@ -45,6 +46,7 @@ class Components:
     pipeline: EvaluationPipeline
     device: torch.device
     seed: int
+    threads: int = 1
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -82,8 +84,12 @@ def build_components(
     ray_resources: Mapping[str, Any] | None = None,
     max_retries: int = 2,
     worker_threads: int | None = None,
+    torch_threads: int | None = None,
 ) -> Components:
     """Validate the common env arguments and build the shared pieces (see each env's docstring)."""
+    threads = check_threads(torch_threads)
+    if in_worker_process():  # a vector env's copy: exit with the process that started it
+        watch_parent()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise bad_value("seed", seed, "an integer >= 0")
     check_backend_kwargs(evaluator_backend, ray_address, ray_resources, max_retries)
@@ -160,7 +166,7 @@ def build_components(
                 evaluator = RayEvaluator(spec, address=ray_address, resources=resources, **shared)
             else:  # a worker process of this machine, on this env's device
                 evaluator = ProcessEvaluator(spec, device=str(dev), **shared,
-                                             threads=worker_threads or torch.get_num_threads())
+                                             threads=worker_threads or threads)
     elif not callable(getattr(evaluator, "evaluate", None)):
         raise bad_value("evaluator", evaluator,
                         f"one of {EVALUATORS.names()} or an object with an evaluate() method")
@@ -169,7 +175,7 @@ def build_components(
     the_store = open_store(store)
     pipeline = EvaluationPipeline(evaluator, the_store, reward, data.input_shape, data.num_classes,
                                   device=dev, reject_infeasible=bool(reject_infeasible),
-                                  measure_latency=bool(measure_latency))
-    return Components(data, config, evaluator, the_store, reward, pipeline, dev, seed)
+                                  measure_latency=bool(measure_latency), threads=threads)
+    return Components(data, config, evaluator, the_store, reward, pipeline, dev, seed, threads)
 
 

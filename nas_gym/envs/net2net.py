@@ -327,8 +327,7 @@ class Net2NetEnv(NasEnv):
         return self._obs(), self._info(False)
 
     def step(self, action: Any):
-        if self._done:
-            raise RuntimeError("step() called after the episode ended; call reset()")
+        self._check_can_step(self._done)
         a, invalid = self._check_action(action, self._mask)
         reward, terminal = 0.0, None
         stop = a == self.stop_action

@@ -379,8 +379,7 @@ class ProgressiveNASEnv(NasEnv):
         return self._obs(), self._info(False)
 
     def step(self, action: Any):
-        if self._done:
-            raise RuntimeError("step() called after the episode ended; call reset()")
+        self._check_can_step(self._done)
         if self.action_mode == "token":
             a, invalid = self._check_action(action, self._mask)
             self._pending.append(a)
