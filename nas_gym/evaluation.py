@@ -3,6 +3,8 @@ evaluator -> store -> reward -> terminal info (STYLE: data flows one way)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import time
@@ -13,7 +15,7 @@ import torch
 from torch import nn
 
 from .arch.base import Architecture, canonical_json
-from .costs import measure_latency, static_costs
+from .costs import architecture_costs, measure_latency, static_costs
 from .evaluators import EvalResult
 from .models import build_model
 from .rewards import Reward
@@ -37,7 +39,8 @@ class EvaluationPipeline:
     :param reward: the reward (computed on every call, never stored: one store serves any budget).
     :param reject_infeasible: skip training when a pre-training cost breaks the budget
         (``status="infeasible"``, accuracy 0).
-    :param measure_latency: measure ``latency_ms`` (batch 1, median, on ``device``).
+    :param measure_latency: measure ``latency_ms`` (batch 1, on ``device``); the envs resolve
+        their ``measure_latency="auto"`` to whether the reward or the budget reads it.
     """
 
     def __init__(self, evaluator: Any, store: EvaluationStore, reward: Reward,
@@ -49,19 +52,44 @@ class EvaluationPipeline:
         self.reject_infeasible, self.measure_latency = reject_infeasible, measure_latency
         self.fingerprint = evaluator_fingerprint(evaluator)
         self._costs: dict[str, dict[str, float]] = {}  # arch sha256 -> pre-training costs
+        self._arch_json: dict[Architecture, tuple[str, str]] = {}  # arch -> (sha256, JSON)
 
     def key(self, arch: Architecture, seed: int, lineage: Mapping[str, Any] | None = None) -> str:
         fp = self.fingerprint if lineage is None else {**self.fingerprint, "lineage": lineage}
         return evaluation_key(arch.to_dict(), fp, seed)
 
+    def _described(self, arch: Architecture) -> tuple[str, str]:
+        """``(sha256, canonical JSON)`` of ``arch``, computed once per architecture."""
+        known = self._arch_json.get(arch)
+        if known is None:
+            text = canonical_json(arch.to_dict())
+            known = self._arch_json[arch] = (hashlib.sha256(text.encode()).hexdigest(), text)
+        return known
+
+    def _key(self, arch_json: str, seed: int, lineage: Mapping[str, Any] | None) -> str:
+        """:meth:`key` from the architecture's canonical JSON: the canonical JSON of
+        ``{"architecture", "fingerprint", "seed"}`` (keys in this, sorted, order) put together
+        from its parts (``tests/test_evaluation.py`` checks it against ``evaluation_key``). The
+        fingerprint is serialised at every call: an evaluator's may be live (``"shared"``)."""
+        fp = self.fingerprint if lineage is None else {**self.fingerprint, "lineage": lineage}
+        text = (f'{{"architecture":{arch_json},"fingerprint":{canonical_json(fp)},'
+                f'"seed":{canonical_json(seed)}}}')
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def costs(self, arch: Architecture, model: nn.Module | None = None) -> dict[str, float]:
-        """Pre-training costs (cached per architecture for the life of the pipeline)."""
-        sha = arch.sha256
+        """Pre-training costs (cached per architecture for the life of the pipeline): counted on
+        ``model`` when given (a transform env's child), else from the architecture
+        (:func:`~nas_gym.costs.architecture_costs`: no module is built), plus ``latency_ms``
+        when :attr:`measure_latency` (on ``model``, or a module built for it)."""
+        sha = self._described(arch)[0]
         if sha not in self._costs:
-            if model is None:
-                model = build_model(arch, self.input_shape, self.num_classes)
-            costs = static_costs(model, self.input_shape)
+            if model is not None:
+                costs = static_costs(model, self.input_shape)
+            else:
+                costs = architecture_costs(arch, self.input_shape, self.num_classes)
             if self.measure_latency:
+                if model is None:
+                    model = build_model(arch, self.input_shape, self.num_classes)
                 costs["latency_ms"] = measure_latency(_copy_to(model, self.device),
                                                       self.input_shape, self.device)
             self._costs[sha] = costs
@@ -73,7 +101,8 @@ class EvaluationPipeline:
         infeasible child). ``lineage`` ({"parent": key, "transform": ...}) marks a child that
         inherits weights: it joins the key and the store's lineage columns."""
         start = time.perf_counter()
-        key = self.key(arch, seed, lineage)
+        arch_json = self._described(arch)[1]
+        key = self._key(arch_json, seed, lineage)
         record = self.store.get(key)
         result: EvalResult | None = None
         if record is not None:
@@ -81,21 +110,21 @@ class EvaluationPipeline:
         else:
             cache_hit = False
             needs_model = getattr(self.evaluator, "needs_model", True)
-            if model is None and (needs_model or arch.sha256 not in self._costs):
-                model = build_model(arch, self.input_shape, self.num_classes, seed=seed)
-            costs = self.costs(arch, model)
+            costs = self.costs(arch, model)  # before any build: an infeasible child needs none
             if self.reject_infeasible and not self.reward.satisfied(costs):
                 record = {"accuracy": 0.0, "status": "infeasible", "train_seconds": 0.0,
                           "message": "pre-training costs break the budget; not trained",
                           "costs": costs}
             else:
+                if model is None and needs_model:
+                    model = build_model(arch, self.input_shape, self.num_classes, seed=seed)
                 # in flight until put() clears it: a killed search knows what it must redo
                 self.store.mark_started(key, worker=f"{_HOST}:{os.getpid()}")
                 result = EvalResult.coerce(self.evaluator.evaluate(
                     arch, seed=seed, model=model if needs_model else None))
                 costs["train_seconds"] = result.train_seconds
                 record = {**result.record(), "costs": costs}
-                self.store.put(key, record, architecture=arch.to_dict(),
+                self.store.put(key, record, architecture=json.loads(arch_json),
                                fingerprint=self.fingerprint, seed=seed,
                                parent=(lineage or {}).get("parent"),
                                transform=(lineage or {}).get("transform"))
@@ -106,7 +135,7 @@ class EvaluationPipeline:
             "costs": costs,
             "penalty": parts["penalty"],
             "reward_parts": parts,
-            "architecture": arch.to_dict(),
+            "architecture": json.loads(arch_json),
             # a simulated evaluator (the table) reports the recorded training time, so benchmarks
             # can account simulated search time
             "eval_seconds": record.get("train_seconds", 0.0)
