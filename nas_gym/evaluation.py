@@ -53,27 +53,36 @@ class EvaluationPipeline:
         self.fingerprint = evaluator_fingerprint(evaluator)
         self._costs: dict[str, dict[str, float]] = {}  # arch sha256 -> pre-training costs
         self._arch_json: dict[Architecture, tuple[str, str]] = {}  # arch -> (sha256, JSON)
+        self._live = bool(getattr(evaluator, "live_fingerprint", False))
+        self._fp_json: tuple[dict[str, Any], str] | None = None
 
     def key(self, arch: Architecture, seed: int, lineage: Mapping[str, Any] | None = None) -> str:
         fp = self.fingerprint if lineage is None else {**self.fingerprint, "lineage": lineage}
         return evaluation_key(arch.to_dict(), fp, seed)
 
     def _described(self, arch: Architecture) -> tuple[str, str]:
-        """``(sha256, canonical JSON)`` of ``arch``, computed once per architecture."""
+        """``(sha256, canonical JSON)`` of ``arch`` (cached on the value, and here per value)."""
         known = self._arch_json.get(arch)
         if known is None:
-            text = canonical_json(arch.to_dict())
-            known = self._arch_json[arch] = (hashlib.sha256(text.encode()).hexdigest(), text)
+            known = self._arch_json[arch] = (arch.sha256, arch.to_json())
         return known
+
+    def _fingerprint_json(self) -> str:
+        """Canonical JSON of :attr:`fingerprint`: serialised once, or at every call for an
+        evaluator whose fingerprint is live (``live_fingerprint = True``: ``"shared"``)."""
+        if self._live:
+            return canonical_json(self.fingerprint)
+        if self._fp_json is None or self._fp_json[0] is not self.fingerprint:
+            self._fp_json = (self.fingerprint, canonical_json(self.fingerprint))
+        return self._fp_json[1]
 
     def _key(self, arch_json: str, seed: int, lineage: Mapping[str, Any] | None) -> str:
         """:meth:`key` from the architecture's canonical JSON: the canonical JSON of
         ``{"architecture", "fingerprint", "seed"}`` (keys in this, sorted, order) put together
-        from its parts (``tests/test_evaluation.py`` checks it against ``evaluation_key``). The
-        fingerprint is serialised at every call: an evaluator's may be live (``"shared"``)."""
-        fp = self.fingerprint if lineage is None else {**self.fingerprint, "lineage": lineage}
-        text = (f'{{"architecture":{arch_json},"fingerprint":{canonical_json(fp)},'
-                f'"seed":{canonical_json(seed)}}}')
+        from its parts (``tests/test_evaluation.py`` checks it against ``evaluation_key``)."""
+        fp = self._fingerprint_json() if lineage is None else canonical_json(
+            {**self.fingerprint, "lineage": lineage})
+        text = f'{{"architecture":{arch_json},"fingerprint":{fp},"seed":{canonical_json(seed)}}}'
         return hashlib.sha256(text.encode()).hexdigest()
 
     def costs(self, arch: Architecture, model: nn.Module | None = None) -> dict[str, float]:
@@ -101,6 +110,7 @@ class EvaluationPipeline:
         infeasible child). ``lineage`` ({"parent": key, "transform": ...}) marks a child that
         inherits weights: it joins the key and the store's lineage columns."""
         start = time.perf_counter()
+        simulated = getattr(self.evaluator, "simulated_time", False)
         arch_json = self._described(arch)[1]
         key = self._key(arch_json, seed, lineage)
         record = self.store.get(key)
@@ -118,14 +128,15 @@ class EvaluationPipeline:
             else:
                 if model is None and needs_model:
                     model = build_model(arch, self.input_shape, self.num_classes, seed=seed)
-                # in flight until put() clears it: a killed search knows what it must redo
-                self.store.mark_started(key, worker=f"{_HOST}:{os.getpid()}")
+                if not simulated:  # in flight until put() clears it: a killed search knows
+                    # what it must redo (a lookup has nothing to redo)
+                    self.store.mark_started(key, worker=f"{_HOST}:{os.getpid()}")
                 result = EvalResult.coerce(self.evaluator.evaluate(
                     arch, seed=seed, model=model if needs_model else None))
                 costs["train_seconds"] = result.train_seconds
                 record = {**result.record(), "costs": costs}
-                self.store.put(key, record, architecture=json.loads(arch_json),
-                               fingerprint=self.fingerprint, seed=seed,
+                self.store.put(key, record, architecture=arch_json,
+                               fingerprint=self._fingerprint_json(), seed=seed,
                                parent=(lineage or {}).get("parent"),
                                transform=(lineage or {}).get("transform"))
         costs = dict(record["costs"])
@@ -138,8 +149,8 @@ class EvaluationPipeline:
             "architecture": json.loads(arch_json),
             # a simulated evaluator (the table) reports the recorded training time, so benchmarks
             # can account simulated search time
-            "eval_seconds": record.get("train_seconds", 0.0)
-            if getattr(self.evaluator, "simulated_time", False) else time.perf_counter() - start,
+            "eval_seconds": record.get("train_seconds", 0.0) if simulated
+            else time.perf_counter() - start,
             "cache_hit": cache_hit,
             "status": record["status"],
             "store_key": key,
