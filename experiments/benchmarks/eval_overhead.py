@@ -42,7 +42,7 @@ class Timed:
     """Wraps an evaluator and adds up the wall and CPU seconds spent inside its ``evaluate``."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.wall, self.cpu = inner, 0.0, 0.0
+        self.inner, self.wall, self.cpu, self.last = inner, 0.0, 0.0, 0.0
         self.needs_model = getattr(inner, "needs_model", True)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -53,7 +53,8 @@ class Timed:
         try:
             return self.inner.evaluate(architecture, seed=seed, model=model)
         finally:
-            self.wall += time.perf_counter() - wall
+            self.last = time.perf_counter() - wall
+            self.wall += self.last
             self.cpu += time.process_time() - cpu
 
 
