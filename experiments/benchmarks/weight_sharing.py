@@ -64,7 +64,6 @@ def run(archs: int, phase_steps: int, phase_batch: int, env_kwargs: dict[str, An
     shared_env = gym.make("CellNAS-v0", evaluator="shared", evaluator_kwargs=space, **kwargs)
     scratch_env = gym.make("CellNAS-v0", evaluator="train", **kwargs)
     shared = shared_env.unwrapped.components.evaluator
-    scratch = scratch_env.unwrapped.components.evaluator
     _, build_s = timed(shared.build, cells[0], seed=seed)
     shared.evaluate(cells[0], seed=seed)  # warm-up
     steps = {}  # env step = the pipeline's evaluation of a new cell; its evaluator's share timed
