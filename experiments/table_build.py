@@ -59,7 +59,8 @@ _ENV: Any = None  # the worker's env (one per process)
 
 def _env_kwargs(cfg: BuildConfig, store: str) -> dict[str, Any]:
     return {**cfg.env_kwargs, "store": store, "device": "cpu", "evaluator": "train",
-            "evaluator_kwargs": {"report_test": True}, "penalty": "none", "budget": None}
+            "evaluator_kwargs": {"report_test": True}, "penalty": "none", "budget": None,
+            "measure_latency": True}  # a table records every cost column
 
 
 def _init_worker(env_id: str, kwargs: dict[str, Any]) -> None:

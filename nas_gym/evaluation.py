@@ -3,6 +3,8 @@ evaluator -> store -> reward -> terminal info (STYLE: data flows one way)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import time
@@ -13,7 +15,7 @@ import torch
 from torch import nn
 
 from .arch.base import Architecture, canonical_json
-from .costs import measure_latency, static_costs
+from .costs import architecture_costs, measure_latency, static_costs
 from .evaluators import EvalResult
 from .models import build_model
 from .processes import use_threads
@@ -38,7 +40,8 @@ class EvaluationPipeline:
     :param reward: the reward (computed on every call, never stored: one store serves any budget).
     :param reject_infeasible: skip training when a pre-training cost breaks the budget
         (``status="infeasible"``, accuracy 0).
-    :param measure_latency: measure ``latency_ms`` (batch 1, median, on ``device``).
+    :param measure_latency: measure ``latency_ms`` (batch 1, median, on ``device``); the envs
+        resolve their ``measure_latency="auto"`` to whether the reward or the budget reads it.
     :param threads: torch threads of training and cost counting (the env's ``torch_threads``).
     """
 
@@ -52,20 +55,54 @@ class EvaluationPipeline:
         self.reject_infeasible, self.measure_latency = reject_infeasible, measure_latency
         self.fingerprint = evaluator_fingerprint(evaluator)
         self._costs: dict[str, dict[str, float]] = {}  # arch sha256 -> pre-training costs
+        self._arch_json: dict[Architecture, tuple[str, str]] = {}  # arch -> (sha256, JSON)
+        self._live = bool(getattr(evaluator, "live_fingerprint", False))
+        self._fp_json: tuple[dict[str, Any], str] | None = None
 
     def key(self, arch: Architecture, seed: int, lineage: Mapping[str, Any] | None = None) -> str:
         fp = self.fingerprint if lineage is None else {**self.fingerprint, "lineage": lineage}
         return evaluation_key(arch.to_dict(), fp, seed)
 
+    def _described(self, arch: Architecture) -> tuple[str, str]:
+        """``(sha256, canonical JSON)`` of ``arch`` (cached on the value, and here per value)."""
+        known = self._arch_json.get(arch)
+        if known is None:
+            known = self._arch_json[arch] = (arch.sha256, arch.to_json())
+        return known
+
+    def _fingerprint_json(self) -> str:
+        """Canonical JSON of :attr:`fingerprint`: serialised once, or at every call for an
+        evaluator whose fingerprint is live (``live_fingerprint = True``: ``"shared"``)."""
+        if self._live:
+            return canonical_json(self.fingerprint)
+        if self._fp_json is None or self._fp_json[0] is not self.fingerprint:
+            self._fp_json = (self.fingerprint, canonical_json(self.fingerprint))
+        return self._fp_json[1]
+
+    def _key(self, arch_json: str, seed: int, lineage: Mapping[str, Any] | None) -> str:
+        """:meth:`key` from the architecture's canonical JSON: the canonical JSON of
+        ``{"architecture", "fingerprint", "seed"}`` (keys in this, sorted, order) put together
+        from its parts (``tests/test_evaluation.py`` checks it against ``evaluation_key``)."""
+        fp = self._fingerprint_json() if lineage is None else canonical_json(
+            {**self.fingerprint, "lineage": lineage})
+        text = f'{{"architecture":{arch_json},"fingerprint":{fp},"seed":{canonical_json(seed)}}}'
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def costs(self, arch: Architecture, model: nn.Module | None = None) -> dict[str, float]:
-        """Pre-training costs (cached per architecture for the life of the pipeline)."""
-        sha = arch.sha256
+        """Pre-training costs (cached per architecture for the life of the pipeline): counted on
+        ``model`` when given (a transform env's child), else from the architecture
+        (:func:`~nas_gym.costs.architecture_costs`: no module is built), plus ``latency_ms``
+        when :attr:`measure_latency` (on ``model``, or a module built for it)."""
+        sha = self._described(arch)[0]
         if sha not in self._costs:
             with use_threads(self.threads):
-                if model is None:
-                    model = build_model(arch, self.input_shape, self.num_classes)
-                costs = static_costs(model, self.input_shape)
+                if model is not None:
+                    costs = static_costs(model, self.input_shape)
+                else:
+                    costs = architecture_costs(arch, self.input_shape, self.num_classes)
                 if self.measure_latency:
+                    if model is None:
+                        model = build_model(arch, self.input_shape, self.num_classes)
                     costs["latency_ms"] = measure_latency(_copy_to(model, self.device),
                                                           self.input_shape, self.device)
             self._costs[sha] = costs
@@ -77,7 +114,9 @@ class EvaluationPipeline:
         infeasible child). ``lineage`` ({"parent": key, "transform": ...}) marks a child that
         inherits weights: it joins the key and the store's lineage columns."""
         start = time.perf_counter()
-        key = self.key(arch, seed, lineage)
+        simulated = getattr(self.evaluator, "simulated_time", False)
+        arch_json = self._described(arch)[1]
+        key = self._key(arch_json, seed, lineage)
         record = self.store.get(key)
         result: EvalResult | None = None
         if record is not None:
@@ -85,23 +124,24 @@ class EvaluationPipeline:
         else:
             cache_hit = False
             needs_model = getattr(self.evaluator, "needs_model", True)
-            if model is None and (needs_model or arch.sha256 not in self._costs):
-                model = build_model(arch, self.input_shape, self.num_classes, seed=seed)
-            costs = self.costs(arch, model)
+            costs = self.costs(arch, model)  # before any build: an infeasible child needs none
             if self.reject_infeasible and not self.reward.satisfied(costs):
                 record = {"accuracy": 0.0, "status": "infeasible", "train_seconds": 0.0,
                           "message": "pre-training costs break the budget; not trained",
                           "costs": costs}
             else:
-                # in flight until put() clears it: a killed search knows what it must redo
-                self.store.mark_started(key, worker=f"{_HOST}:{os.getpid()}")
+                if model is None and needs_model:
+                    model = build_model(arch, self.input_shape, self.num_classes, seed=seed)
+                if not simulated:  # in flight until put() clears it: a killed search knows
+                    # what it must redo (a lookup has nothing to redo)
+                    self.store.mark_started(key, worker=f"{_HOST}:{os.getpid()}")
                 with use_threads(self.threads):
                     result = EvalResult.coerce(self.evaluator.evaluate(
                         arch, seed=seed, model=model if needs_model else None))
                 costs["train_seconds"] = result.train_seconds
                 record = {**result.record(), "costs": costs}
-                self.store.put(key, record, architecture=arch.to_dict(),
-                               fingerprint=self.fingerprint, seed=seed,
+                self.store.put(key, record, architecture=arch_json,
+                               fingerprint=self._fingerprint_json(), seed=seed,
                                parent=(lineage or {}).get("parent"),
                                transform=(lineage or {}).get("transform"))
         costs = dict(record["costs"])
@@ -111,11 +151,11 @@ class EvaluationPipeline:
             "costs": costs,
             "penalty": parts["penalty"],
             "reward_parts": parts,
-            "architecture": arch.to_dict(),
+            "architecture": json.loads(arch_json),
             # a simulated evaluator (the table) reports the recorded training time, so benchmarks
             # can account simulated search time
-            "eval_seconds": record.get("train_seconds", 0.0)
-            if getattr(self.evaluator, "simulated_time", False) else time.perf_counter() - start,
+            "eval_seconds": record.get("train_seconds", 0.0) if simulated
+            else time.perf_counter() - start,
             "cache_hit": cache_hit,
             "status": record["status"],
             "store_key": key,

@@ -12,7 +12,10 @@ registered name or any object with these two methods):
   it the store keys on the evaluator's class name.
 
 ``needs_model`` (optional attribute, default True): when False the env does not build a module for
-the evaluator (costs are still counted on a built module).
+the evaluator (its costs are counted from the architecture). ``live_fingerprint`` (optional,
+default False): True when ``fingerprint()`` returns a dict whose contents change between
+evaluations (the ``"shared"`` evaluator): the pipeline then serialises it for every store key,
+instead of once.
 """
 
 from __future__ import annotations

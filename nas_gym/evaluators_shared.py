@@ -104,6 +104,8 @@ class SharedEvaluator(Evaluator):
     """
 
     needs_model = False
+    #: the pipeline serialises :meth:`fingerprint` at every key (its "supernet" entry moves)
+    live_fingerprint = True
 
     def __init__(self, data: DataSplit, config: TrainConfig, *, time_limit: float | None = None,
                  train_steps: int = 1, val_batches: int | None = 1, batch_size: int | None = None,

@@ -20,8 +20,9 @@ found.
 Enforced: **upper** bounds on ``params``, ``flops`` and ``memory_bytes`` (monotone, known before
 training). Lower bounds and every other metric stay soft (the reward's penalty still applies).
 Costs are compared exactly as :func:`nas_gym.costs.static_costs` reports them for the built module:
-:func:`module_cost_fn` builds the candidate (cached by architecture sha256); a space may pass a
-closed-form function instead when a test proves it equal (``nas_gym.models.macro.macro_costs``).
+:func:`module_cost_fn` counts them with :func:`nas_gym.costs.architecture_costs` (cached by
+architecture sha256); a space may pass a closed-form function instead when a test proves it equal
+(``nas_gym.models.macro.macro_costs``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from .arch.base import Architecture
-from .costs import count_params, static_costs
+from .costs import architecture_costs, count_params
 from .errors import ConfigError
-from .models import build_model
+from .models import COST_FORMS, build_model
 from .rewards import Constraint
 
 #: Metrics a hard budget enforces (pre-training, monotone in the architecture's size).
@@ -46,13 +47,15 @@ CostFn = Callable[[Architecture], Mapping[str, float]]
 def module_cost_fn(input_shape: tuple[int, int, int], num_classes: int,
                    metrics: Sequence[str] = HARD_METRICS) -> CostFn:
     """Costs of the module ``build_model`` makes for an architecture, as ``static_costs`` counts
-    them (only ``count_params`` when ``params`` is the only metric asked: no forward pass)."""
+    them: :func:`~nas_gym.costs.architecture_costs` (the space's closed form when it has one;
+    only ``count_params`` of a built module when ``params`` is the only metric asked and there is
+    none: no forward pass)."""
 
     def costs(arch: Architecture) -> dict[str, float]:
-        model = build_model(arch, input_shape, num_classes)
-        if set(metrics) <= {"params"}:
-            return {"params": count_params(model)}
-        return static_costs(model, input_shape)
+        if set(metrics) <= {"params"} and arch.kind not in COST_FORMS:
+            return {"params": count_params(build_model(arch, input_shape, num_classes,
+                                                       init=False))}
+        return architecture_costs(arch, input_shape, num_classes)
 
     return costs
 

@@ -48,6 +48,10 @@ def evaluation_key(architecture: dict, fingerprint: dict, seed: int) -> str:
     return sha256_of({"architecture": architecture, "fingerprint": fingerprint, "seed": seed})
 
 
+def _json(value: dict | str) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def default_store_path() -> str:
     """``$NAS_GYM_STORE`` when set, else ``~/.cache/nas_gym/evaluations.sqlite``."""
     env = os.environ.get("NAS_GYM_STORE")
@@ -200,13 +204,14 @@ class EvaluationStore:
         key: str,
         result: dict,
         *,
-        architecture: dict,
-        fingerprint: dict | None = None,
+        architecture: dict | str,
+        fingerprint: dict | str | None = None,
         seed: int | None = None,
         parent: str | None = None,
         transform: dict | None = None,
     ) -> None:
-        """Insert or replace the record of ``key``, committed before returning; clears its in-flight row."""
+        """Insert or replace the record of ``key``, committed before returning; clears its in-flight row.
+        ``architecture`` and ``fingerprint`` may come as their JSON text already."""
         if not isinstance(result, dict):
             raise bad_value("result", result, "a dict (the evaluation record)")
         accuracy = result.get("accuracy")
@@ -215,7 +220,7 @@ class EvaluationStore:
             accuracy = None  # the query column only; the result JSON keeps the value as given
         status = result.get("status")
         row = (
-            key, json.dumps(architecture), None if fingerprint is None else json.dumps(fingerprint),
+            key, _json(architecture), None if fingerprint is None else _json(fingerprint),
             None if seed is None else int(seed), json.dumps(result),
             None if status is None else str(status), accuracy, parent,
             None if transform is None else json.dumps(transform), time.time(),

@@ -157,6 +157,13 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoc
     return sched.LambdaLR(opt, lambda _step: 1.0)
 
 
+def import_compiler_stack() -> None:
+    """Import ``torch._dynamo`` now (~2 s of CPU, once per process). The first optimizer imports
+    it anyway (``torch.optim``'s ``add_param_group`` is wrapped by ``torch._disable_dynamo``), so
+    an env that trains pays it at ``gym.make`` instead of inside its first episode."""
+    import torch._dynamo  # noqa: F401
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":

@@ -86,7 +86,7 @@ def test_same_seed_same_architectures_and_rewards() -> None:
 
 def test_terminal_info_contract_and_round_trip() -> None:
     env = gym.make("CellNAS-v0", budget={"params": 5_000}, store=":memory:", epochs=1,
-                   channels=8)
+                   channels=8, measure_latency=True)  # "auto" would not: the budget is params
     reward, info = run_episode(env, np.random.default_rng(1), seed=1)
     for key in ("accuracy", "costs", "penalty", "reward_parts", "architecture", "eval_seconds",
                 "cache_hit", "status"):

@@ -35,8 +35,7 @@ class Architecture:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples become lists) with the ``kind`` key."""
-        body = _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
-        return {"kind": self.kind, **body}
+        return {"kind": self.kind, **_plain(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
@@ -47,14 +46,28 @@ class Architecture:
         """Raise :class:`ArchitectureError` when the value is inconsistent."""
 
     def to_json(self) -> str:
-        return canonical_json(self.to_dict())
+        """Canonical JSON of :meth:`to_dict` (computed once per value: it is frozen)."""
+        text = self.__dict__.get("_json")
+        if text is None:
+            text = canonical_json(self.to_dict())
+            object.__setattr__(self, "_json", text)  # not a field: no effect on ==, hash, repr
+        return text
 
     @property
     def sha256(self) -> str:
-        return sha256_of(self.to_dict())
+        """sha256 hex of :meth:`to_json` (computed once per value)."""
+        sha = self.__dict__.get("_sha256")
+        if sha is None:
+            sha = hashlib.sha256(self.to_json().encode()).hexdigest()
+            object.__setattr__(self, "_sha256", sha)
+        return sha
 
 
 def _plain(obj: Any) -> Any:
+    """``dataclasses.asdict`` with tuples as lists and string keys, without its deep copies (an
+    architecture holds only dataclasses, tuples, lists, dicts and immutable scalars)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

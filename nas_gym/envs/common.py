@@ -29,7 +29,7 @@ from ..parallel import (
 from ..processes import check_threads, in_worker_process, watch_parent
 from ..rewards import PENALTIES, Reward, parse_budget
 from ..store import EvaluationStore, open_store
-from ..training import PRESETS, TrainConfig, get_preset
+from ..training import PRESETS, TrainConfig, get_preset, import_compiler_stack
 
 INVALID_ACTION_MODES = ("remap", "raise")
 PENALTY_KWARGS = ("alpha", "beta", "p", "weights")
@@ -77,7 +77,7 @@ def build_components(
     store: Any = None,
     seed: int = 0,
     reject_infeasible: bool = False,
-    measure_latency: bool = True,
+    measure_latency: bool | str = "auto",
     time_limit: float | None = None,
     evaluator_backend: str = "local",
     ray_address: str | None = None,
@@ -122,9 +122,14 @@ def build_components(
             raise bad_value("penalty_kwargs key", k, PENALTY_KWARGS)
     reward = Reward(penalty=penalty, constraints=constraints,
                     accuracy_transform=accuracy_transform, **kwargs)
-    if not measure_latency and "latency_ms" in reward.metrics:
+    if not (isinstance(measure_latency, bool) or measure_latency == "auto"):
+        raise bad_value("measure_latency", measure_latency, "'auto', True or False")
+    if measure_latency is False and "latency_ms" in reward.metrics:
         raise bad_value("measure_latency", measure_latency,
-                        "True when the budget or penalty uses latency_ms")
+                        "True or 'auto' when the budget or penalty uses latency_ms")
+    if measure_latency == "auto":  # measured only when the penalty or the budget reads it
+        measure_latency = "latency_ms" in reward.metrics or any(
+            c.metric == "latency_ms" for c in reward.constraints)
 
     dev = resolve_device(device)
     data_config = DataConfig(name=dataset, data_root=data_root, download=download,
@@ -155,6 +160,8 @@ def build_components(
         name = evaluator
         local = factory(data, config, time_limit=time_limit, **dict(evaluator_kwargs or {}))
         evaluator = local
+        if remote is None and not getattr(local, "simulated_time", False):
+            import_compiler_stack()  # a one-off ~2 s: here, not in the first episode
         if remote is not None:  # workers rebuild it near their own copy of the data
             spec = EvaluatorSpec(name, data_config, config, time_limit,
                                  dict(evaluator_kwargs or {}))
@@ -175,7 +182,7 @@ def build_components(
     the_store = open_store(store)
     pipeline = EvaluationPipeline(evaluator, the_store, reward, data.input_shape, data.num_classes,
                                   device=dev, reject_infeasible=bool(reject_infeasible),
-                                  measure_latency=bool(measure_latency), threads=threads)
+                                  measure_latency=measure_latency, threads=threads)
     return Components(data, config, evaluator, the_store, reward, pipeline, dev, seed, threads)
 
 

@@ -58,6 +58,7 @@ def build_model(
     num_classes: int,
     *,
     seed: int = 0,
+    init: bool = True,
 ) -> nn.Module:
     """Build the torch module for any architecture an env reports.
 
@@ -65,6 +66,8 @@ def build_model(
     :param input_shape: ``(channels, height, width)`` of one sample.
     :param num_classes: output classes.
     :param seed: seed of the He initialisation.
+    :param init: False skips it (the module keeps torch's default init: only its shapes matter,
+        e.g. to count its costs).
     :return: the module on CPU, float32, with ``module.architecture`` set to the value.
     """
     arch = architecture_from_dict(architecture)
@@ -78,6 +81,7 @@ def build_model(
         raise ArchitectureError(
             f"architecture of kind {arch.kind!r} cannot be built for input_shape={shape}: {exc}"
         ) from exc
-    he_init_(model, torch.Generator().manual_seed(int(seed)))
+    if init:
+        he_init_(model, torch.Generator().manual_seed(int(seed)))
     model.architecture = arch  # type: ignore[assignment]
     return model

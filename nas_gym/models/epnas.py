@@ -43,6 +43,8 @@ from .builder import register_builder
 class CReLU(nn.Module):
     """``cat(relu(x), relu(-x))`` along channels: doubles the channel count."""
 
+    counts_no_flops = True  # no convolution or matrix product (nas_gym.costs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.relu(x), F.relu(-x)], dim=1)
 
@@ -64,6 +66,8 @@ class Pool(nn.Module):
     The padding is explicit (and asymmetric for even windows) so every input size, down to 1x1,
     gives that output size; average pooling divides by the number of real (unpadded) pixels.
     """
+
+    counts_no_flops = True  # no convolution or matrix product (nas_gym.costs)
 
     def __init__(self, mode: str, width: int, stride: int) -> None:
         super().__init__()

@@ -17,8 +17,7 @@ from torch import nn
 
 from ..arch.macro import MacroArchitecture
 from .builder import register_builder
-
-_BYTES = 4  # float32
+from .closed_form import CostTally, register_costs
 
 
 class Gather(nn.Module):
@@ -91,17 +90,18 @@ def build_macro_network(arch: MacroArchitecture, input_shape: tuple[int, int, in
     return MacroNetwork(arch, input_shape, num_classes)
 
 
-def macro_costs(arch: MacroArchitecture, input_shape: tuple[int, int, int],
-                num_classes: int) -> dict[str, int]:
-    """``params``, ``flops`` and ``memory_bytes`` of ``build_model(arch, ...)``, in closed form
-    (equal to :func:`nas_gym.costs.static_costs` on the module; see the module doc)."""
+def _macro_tally(arch: MacroArchitecture, input_shape: tuple[int, int, int],
+                 num_classes: int) -> CostTally:
+    """What the leaf modules of ``build_model(arch, ...)`` hold and move (see the module doc)."""
     c_in, h, w = input_shape
     sizes = arch.sizes(h, w)
-    params = flops = acts = 0
+    t = CostTally()
 
-    def gathered(srcs: list[tuple[int, int]], target: tuple[int, int]) -> int:
-        """Output elements of the pooling modules of a Gather (maps not already at target)."""
-        return sum(c * target[0] * target[1] for c, hw in srcs if hw != target)
+    def gather(srcs: list[tuple[int, tuple[int, int]]], target: tuple[int, int]) -> None:
+        """The pooling modules of a Gather (maps not already at target)."""
+        for c, hw in srcs:
+            if hw != target:
+                t.leaf(c * hw[0] * hw[1], c * target[0] * target[1])
 
     for i, layer in enumerate(arch.layers):
         if i == 0:
@@ -109,22 +109,37 @@ def macro_costs(arch: MacroArchitecture, input_shape: tuple[int, int, int],
         else:
             srcs = [(arch.layers[j].filters, sizes[j]) for j in layer.inputs]
             trunk = sizes[i - 1]
+        gather(srcs, trunk)
         cin, f, k = sum(c for c, _ in srcs), layer.filters, layer.kernel
-        oh, ow = sizes[i]
-        params += cin * f * k * k + 2 * f  # conv (no bias) + BN gamma, beta
-        flops += 2 * cin * f * k * k * oh * ow
-        acts += gathered(srcs, trunk) + 3 * f * oh * ow  # pools, conv, BN, ReLU outputs
+        t.conv(cin, f, (k, k), trunk, sizes[i])  # no bias: BN follows
+        t.bn(f, sizes[i])
+        t.same(f * sizes[i][0] * sizes[i][1])  # ReLU
     loose = [(arch.layers[j].filters, sizes[j]) for j in arch.loose_ends()]
     fh, fw = sizes[-1]
     features = sum(c for c, _ in loose)
-    acts += gathered(loose, (fh, fw))
+    gather(loose, (fh, fw))
     if arch.head == "flatten":
         linear_in = features * fh * fw
-        acts += linear_in  # Flatten output
+        t.same(linear_in)  # Flatten
     else:
         linear_in = features
-        acts += 2 * features  # AdaptiveAvgPool2d(1) and Flatten outputs
-    params += linear_in * num_classes + num_classes
-    flops += 2 * linear_in * num_classes
-    acts += num_classes
-    return {"params": params, "flops": flops, "memory_bytes": _BYTES * (params + acts)}
+        t.leaf(features * fh * fw, features)  # AdaptiveAvgPool2d(1)
+        t.same(features)  # Flatten
+    t.linear(linear_in, num_classes)
+    return t
+
+
+def macro_costs(arch: MacroArchitecture, input_shape: tuple[int, int, int],
+                num_classes: int) -> dict[str, int]:
+    """``params``, ``flops`` and ``memory_bytes`` of ``build_model(arch, ...)``, in closed form
+    (equal to :func:`nas_gym.costs.static_costs` on the module; see the module doc)."""
+    costs = _macro_tally(arch, input_shape, num_classes).costs()
+    return {k: int(costs[k]) for k in ("params", "flops", "memory_bytes")}
+
+
+@register_costs("macro")
+def macro_all_costs(arch: MacroArchitecture, input_shape: tuple[int, int, int],
+                    num_classes: int) -> dict[str, float]:
+    """:func:`macro_costs` and ``compute_intensity`` (the closed form of
+    :func:`nas_gym.costs.architecture_costs` for this space)."""
+    return _macro_tally(arch, input_shape, num_classes).costs()

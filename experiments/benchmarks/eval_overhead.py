@@ -1,0 +1,178 @@
+"""Per-evaluation framework overhead: what nas_gym adds around a child's training.
+
+Three figures, measured side by side in one process (targets of issue 15 in brackets):
+
+1. **Search trials** (<= 10 ms after the first): a ``--trials``-trial random search
+   (``agents.random_search``) on digits with a fixed cheap child: ``MacroNAS-v0`` in the committed
+   table's space (``max_layers=2``), one epoch of ``--train-size`` samples; then the same on
+   ``CellNAS-v0`` (one block, ``channels=4``), whose module build (~150 torch modules) is most of
+   the framework's time. Per trial: its wall time (the agent's decisions, ``reset``, the token
+   steps, store lookup and write, key hashing, model build, costs, reward, info) minus the time
+   spent inside the evaluator's ``evaluate`` (the child's training and validation) = the
+   framework's time, in wall and CPU seconds; ``train_seconds`` alone is printed too.
+2. **Table episodes of new architectures** (>= 2,000 / s): ``MacroNAS-v0`` with
+   ``evaluator="table"`` on the committed table, random masked actions, a fresh in-memory store;
+   episodes whose architecture is new to the store (``cache_hit`` False) are timed.
+3. **Pre-training costs of a new cell** (<= 5 ms): ``CellNAS-v0`` defaults (latency not asked),
+   the pipeline's costs of fresh random cells (closed form), beside the previous way (a built
+   module counted by ``FlopCounterMode``).
+
+    python -m experiments.benchmarks.eval_overhead [--trials 20] [--table-episodes 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import nas_gym
+import nas_gym.table
+from agents.random_search import RandomSearch
+from nas_gym.costs import flop_counter_costs
+from nas_gym.hard_budget import token_rollout
+
+
+class Timed:
+    """Wraps an evaluator and adds up the wall and CPU seconds spent inside its ``evaluate``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.wall, self.cpu, self.last = inner, 0.0, 0.0, 0.0
+        self.needs_model = getattr(inner, "needs_model", True)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.inner.fingerprint()
+
+    def evaluate(self, architecture: Any, *, seed: int, model: Any = None) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return self.inner.evaluate(architecture, seed=seed, model=model)
+        finally:
+            self.last = time.perf_counter() - wall
+            self.wall += self.last
+            self.cpu += time.process_time() - cpu
+
+
+#: the searched envs: a cheap child (MacroNAS-v0 with the committed table's space) and a cell
+SEARCHES: dict[str, dict[str, Any]] = {
+    "MacroNAS-v0": {"max_layers": 2},
+    "CellNAS-v0": {"min_blocks": 1, "max_blocks": 1, "channels": 4},
+}
+
+
+def search_trials(env_id: str, trials: int, train_size: int, seed: int = 0
+                  ) -> list[dict[str, float]]:
+    """Per trial of a random search: wall and CPU seconds in all, and inside ``evaluate``."""
+    env = gym.make(env_id, store=":memory:", epochs=1, train_size=train_size, seed=seed,
+                   **SEARCHES[env_id])
+    pipeline = env.unwrapped.components.pipeline
+    timed = pipeline.evaluator = Timed(pipeline.evaluator)
+    rows: list[dict[str, float]] = []
+    last = [time.perf_counter(), time.process_time(), 0.0, 0.0]
+
+    def on_episode(episode: Any) -> None:
+        now = [time.perf_counter(), time.process_time(), timed.wall, timed.cpu]
+        total, cpu = now[0] - last[0], now[1] - last[1]
+        child, child_cpu = now[2] - last[2], now[3] - last[3]
+        rows.append({"total": total, "child": child, "framework": total - child,
+                     "framework_cpu": cpu - child_cpu,
+                     "train": episode.info["costs"]["train_seconds"],
+                     "cache_hit": float(episode.info["cache_hit"])})
+        last[:] = [time.perf_counter(), time.process_time(), timed.wall, timed.cpu]
+
+    RandomSearch(seed=seed).learn(env, trials, callback=on_episode)
+    env.close()
+    return rows
+
+
+def table_episodes(episodes: int, seed: int = 0) -> dict[str, float]:
+    """Episodes per second (wall and CPU) on the committed table, new architectures and store
+    hits apart; ``reset`` is seeded once (a seeded ``reset`` builds a new generator)."""
+    table = nas_gym.table.Table()
+    env = gym.make("MacroNAS-v0", evaluator="table", store=":memory:", **table.env_kwargs)
+    rng = np.random.default_rng(seed)
+    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    env.reset(seed=seed)
+    for _ in range(episodes):
+        wall, cpu = time.perf_counter(), time.process_time()
+        _, info = env.reset()
+        done = False
+        while not done:
+            valid = np.flatnonzero(info["action_mask"])
+            *_, done, _, info = env.step(int(valid[rng.integers(len(valid))]))
+        times[info["cache_hit"]].append((time.perf_counter() - wall, time.process_time() - cpu))
+
+    def rate(rows: list[tuple[float, float]], i: int) -> float:
+        return len(rows) / max(1e-9, sum(r[i] for r in rows)) if rows else float("nan")
+
+    new, hits = times[False], times[True]
+    return {"new": len(new), "new_per_s": rate(new, 0), "new_per_cpu_s": rate(new, 1),
+            "hits": len(hits), "hits_per_s": rate(hits, 0), "hits_per_cpu_s": rate(hits, 1),
+            "table_size": len(table)}
+
+
+def cell_costs(cells: int, seed: int = 0) -> dict[str, float]:
+    env = gym.make("CellNAS-v0", store=":memory:").unwrapped
+    pipeline = env.components.pipeline
+    assert not pipeline.measure_latency  # the default reward does not read latency
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    archs = [token_rollout(env, [], lambda mask: int(rng.choice(np.flatnonzero(mask))))
+             for _ in range(cells)]  # random cells of the env's grammar, not evaluated
+    fast, slow = [], []
+    for arch in archs:
+        pipeline._costs.clear()
+        start = time.perf_counter()
+        costs = pipeline.costs(arch)
+        fast.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        ref = flop_counter_costs(nas_gym.build_model(arch, env.input_shape, env.num_classes),
+                                 env.input_shape)
+        slow.append(time.perf_counter() - start)
+        assert ref == costs, (ref, costs)
+    return {"fast_ms": 1e3 * statistics.median(fast), "slow_ms": 1e3 * statistics.median(slow),
+            "cells": len(archs)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--train-size", type=int, default=128)
+    ap.add_argument("--table-episodes", type=int, default=3000)
+    ap.add_argument("--cells", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    for env_id in SEARCHES:
+        rows = search_trials(env_id, args.trials, args.train_size)
+        first, rest = rows[0], rows[1:]
+        med = {k: 1e3 * statistics.median(r[k] for r in rest) for k in rest[0]}
+        print(f"1. random search, {args.trials} trials on {env_id} {SEARCHES[env_id]} / digits, "
+              f"1 epoch of {args.train_size} samples: first trial {1e3 * first['total']:.1f} ms "
+              f"(framework {1e3 * first['framework']:.1f} ms); after it, median per trial: total "
+              f"{med['total']:.1f} ms, inside evaluate {med['child']:.1f} ms (train_seconds "
+              f"{med['train']:.1f} ms), framework {med['framework']:.2f} ms wall, "
+              f"{med['framework_cpu']:.2f} ms CPU (target <= 10 ms); "
+              f"{int(sum(r['cache_hit'] for r in rows))} store hits")
+
+    tab = table_episodes(args.table_episodes)
+    print(f"2. table episodes (MacroNAS-v0, committed table of {tab['table_size']} "
+          f"architectures): new architectures {tab['new_per_s']:,.0f} / s wall, "
+          f"{tab['new_per_cpu_s']:,.0f} / CPU s over {tab['new']} episodes (target >= 2,000 / s); "
+          f"store hits {tab['hits_per_s']:,.0f} / s wall, {tab['hits_per_cpu_s']:,.0f} / CPU s "
+          f"over {tab['hits']}")
+
+    cc = cell_costs(args.cells)
+    print(f"3. pre-training costs of a new CellNAS-v0 cell (defaults, latency not asked; median "
+          f"of {cc['cells']}): {cc['fast_ms']:.2f} ms (target <= 5 ms); a built module counted "
+          f"by FlopCounterMode: {cc['slow_ms']:.1f} ms ({cc['slow_ms'] / cc['fast_ms']:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()
