@@ -11,8 +11,15 @@ processes, and writes to ``out``:
   mean over seeds: the architecture's true quality, for reports only - never a reward);
 - ``summary.csv`` and ``report.md``: per agent the final incumbent, its test accuracy, the regret
   to the table's best architecture within budget (best mean test accuracy), the rank (by mean
-  regret, 1 = best) and the fraction of evaluated architectures that meet the budget;
-- ``curves_evaluations.png`` / ``curves_time.png``: anytime curves, mean and std over seeds.
+  regret, 1 = best) and the fraction of evaluated architectures that meet the budget; and the
+  statistics of ``experiments/bench_stats.py``: regret at 25 / 50 / 100 / 200 evaluations with
+  95% bootstrap intervals, the fraction of seeds that found a top-1% architecture, a one-sided
+  Mann-Whitney test of each agent against random search (p-values);
+- ``curves_evaluations.png``: anytime regret with bootstrap bands; ``curves_time.png`` (tables
+  with recorded training times): incumbent accuracy vs simulated time, mean and std over seeds.
+
+The default bench is NAS-Bench-Macro (CIFAR-10) under ``params <= 1M``, 20 seeds x 200
+evaluations of :data:`DEFAULT_AGENTS`.
 
 A third-party agent joins by import path (``--agent mypkg.module:MyAgent``): a class with the agent
 interface (``agents.base.Agent``: ``learn(env, total_episodes, callback)``) or a plain SB3 algorithm
@@ -52,7 +59,11 @@ from .bench_stats import (
     top_cut,
 )
 
-DEFAULT_AGENTS = ("reinforce", "ppo", "maskable_ppo", "dqn", "a2c", "evolution", "random")
+#: The default bench's agents: SB3's per-step overhead dominates table episodes (per 200-evaluation
+#: job: random / evolution ~1 s, reinforce ~7 s, ppo ~14 s, a2c ~13 s, maskable_ppo ~25 s, dqn
+#: ~35 s on the loaded 2-core machine), so 20 seeds of all seven cannot fit 5 minutes on 2 cores;
+#: the others join with ``--agents``.
+DEFAULT_AGENTS = ("reinforce", "evolution", "random", "ppo")
 IDENTITY = ("evaluations", "time_budget", "budget", "noise", "agent_kwargs")
 CSV_FIELDS = ("env", "agent", "seed", "evaluation", "sha256", "val_accuracy", "test_accuracy",
               "train_seconds", "sim_seconds", "params", "feasible", "reward", "status",

@@ -144,7 +144,7 @@ def plot_regret(rows: list[dict[str, Any]], path: Path) -> None:
             ax.fill_between(xs, np.maximum(lo, floor), np.maximum(hi, floor), alpha=0.18,
                             color=line.get_color())
         ax.set_yscale("log")
-        ax.set_title(f"{env}: regret of the incumbent (mean, 95% bootstrap band)")
+        ax.set_title(f"{env}: regret (mean, 95% bootstrap band)")
         ax.set_xlabel("evaluations")
         ax.set_ylabel("best mean accuracy - incumbent's")
         ax.grid(alpha=0.3, which="both")

@@ -76,8 +76,10 @@ def test_conversion_is_lossless(published):
     table = load_table("nas-bench-macro")
     assert len(table) == len(published) and table.seeds == [0, 1, 2]
     assert table.meta["input_shape"] == list(SHAPE) and table.meta["num_classes"] == 10
+    by_key = {rows[0]["key"]: rows for rows in table.rows.values()}
+    assert table.lookup(BenchMacroArchitecture.from_key("02012100").sha256)[0]["key"] == "02012100"
     for key, rec in published.items():
-        rows = table.lookup(BenchMacroArchitecture.from_key(key).sha256)
+        rows = by_key[key]
         runs = [r["accuracy"] * 100 for r in rows]
         assert runs == pytest.approx(rec["test_acc"], abs=1e-9)
         assert rows[0]["test_accuracy"] * 100 == pytest.approx(rec["mean_acc"], abs=1e-9)
@@ -166,3 +168,11 @@ def test_preset_refuses_space_arguments():
         gym.make("MacroNAS-v0", preset="nas_bench_macro", filters=[4], evaluator="table")
     with pytest.raises(ArchitectureError, match="ops"):
         BenchMacroArchitecture((0, 3, 0, 0, 0, 0, 0, 0)).validate()
+
+
+def test_table_build_writes_to_the_current_folder_by_default():
+    from pathlib import Path
+
+    from experiments.table_build import BuildConfig
+
+    assert Path(BuildConfig().out).parent == Path(".")
