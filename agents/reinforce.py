@@ -135,10 +135,15 @@ class ReinforceAgent(Agent):
 
     :param hidden_size: LSTM width (ENAS: 64; seed 001: 35).
     :param num_layers: LSTM layers (B-ENAS: 2).
-    :param lr: Adam learning rate (ENAS / B-ENAS: 1e-3).
+    :param lr: Adam learning rate. Default 0.01, tuned for searches of ~100 evaluations (the
+        papers' 1e-3 (ENAS / B-ENAS) barely moves the policy in 25 updates); tuned on
+        NAS-Bench-Macro under ``flops <= 8e7`` (not the params budget the bench reports):
+        regret@100 0.0046 vs 0.0089 with the papers' values, random 0.0118 (20 seeds).
     :param batch_episodes: episodes per policy update (Zoph & Le's m; the batch mean is eq. 5's 1/n).
-    :param entropy_weight: weight of the sample entropy added to the reward (B-ENAS: 0.1).
-    :param baseline_decay: decay of the exponential-moving-average baseline (ENAS: 0.95).
+    :param entropy_weight: weight of the sample entropy added to the reward. Default 1e-3 (B-ENAS:
+        0.1, which outweighs accuracy differences of ~0.01 between architectures; ENAS: 1e-4).
+    :param baseline_decay: decay of the exponential-moving-average baseline (ENAS: 0.95; default
+        0.9, tuned with ``lr``: the baseline follows a policy that moves faster).
     :param init_range: parameters start uniform in ``[-init_range, init_range]`` (ENAS: 0.1).
     :param temperature: logits are divided by it before the tanh (ENAS: 5.0).
     :param tanh_constant: ... and multiplied by it after (ENAS: 2.5).
@@ -158,9 +163,9 @@ class ReinforceAgent(Agent):
     name = "reinforce"
     concurrent_batches = True
 
-    def __init__(self, *, hidden_size: int = 64, num_layers: int = 2, lr: float = 1e-3,
-                 batch_episodes: int = 4, entropy_weight: float = 0.1,
-                 baseline_decay: float = 0.95, init_range: float = 0.1, temperature: float = 5.0,
+    def __init__(self, *, hidden_size: int = 64, num_layers: int = 2, lr: float = 1e-2,
+                 batch_episodes: int = 4, entropy_weight: float = 1e-3,
+                 baseline_decay: float = 0.9, init_range: float = 0.1, temperature: float = 5.0,
                  tanh_constant: float = 2.5, prob_floor: float = 0.0, replay: int = 0,
                  replay_capacity: int = 1000, reward_lookup: bool = False,
                  skip_token_type: str = "skip", anchor_token_type: str | None = None,

@@ -11,8 +11,15 @@ processes, and writes to ``out``:
   mean over seeds: the architecture's true quality, for reports only - never a reward);
 - ``summary.csv`` and ``report.md``: per agent the final incumbent, its test accuracy, the regret
   to the table's best architecture within budget (best mean test accuracy), the rank (by mean
-  regret, 1 = best) and the fraction of evaluated architectures that meet the budget;
-- ``curves_evaluations.png`` / ``curves_time.png``: anytime curves, mean and std over seeds.
+  regret, 1 = best) and the fraction of evaluated architectures that meet the budget; and the
+  statistics of ``experiments/bench_stats.py``: regret at 25 / 50 / 100 / 200 evaluations with
+  95% bootstrap intervals, the fraction of seeds that found a top-1% architecture, a one-sided
+  Mann-Whitney test of each agent against random search (p-values);
+- ``curves_evaluations.png``: anytime regret with bootstrap bands; ``curves_time.png`` (tables
+  with recorded training times): incumbent accuracy vs simulated time, mean and std over seeds.
+
+The default bench is NAS-Bench-Macro (CIFAR-10) under ``params <= 1M``, 20 seeds x 200
+evaluations of :data:`DEFAULT_AGENTS`.
 
 A third-party agent joins by import path (``--agents default mypkg.module:MyAgent``; the current
 folder is importable): a class with the agent interface (``agents.base.Agent``: ``learn(env,
@@ -45,8 +52,16 @@ import nas_gym  # noqa: F401  (registers the env ids)
 from nas_gym.arch.base import architecture_from_dict
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.evaluators_table import load_table
-from nas_gym.table import DEFAULT_TABLE
+from nas_gym.table import DEFAULT_TABLE, TABLES, table_path
 
+from .bench_stats import (
+    STAT_FIELDS,
+    plot_regret,
+    regret_columns,
+    statistics,
+    stats_markdown,
+    top_cut,
+)
 from .options import (
     add_keyword_options,
     agent_keywords,
@@ -55,27 +70,33 @@ from .options import (
     parse_budget,
 )
 
-DEFAULT_AGENTS = ("reinforce", "ppo", "maskable_ppo", "dqn", "a2c", "evolution", "random")
+#: The default bench's agents: SB3's per-step overhead dominates table episodes (per 200-evaluation
+#: job: random / evolution ~1 s, reinforce ~7 s, ppo ~14 s, a2c ~13 s, maskable_ppo ~25 s, dqn
+#: ~35 s on the loaded 2-core machine), so 20 seeds of all seven cannot fit 5 minutes on 2 cores;
+#: the others join with ``--agents``.
+DEFAULT_AGENTS = ("reinforce", "evolution", "random", "ppo")
 IDENTITY = ("evaluations", "time_budget", "budget", "noise", "agent_kwargs")
 CSV_FIELDS = ("env", "agent", "seed", "evaluation", "sha256", "val_accuracy", "test_accuracy",
               "train_seconds", "sim_seconds", "params", "feasible", "reward", "status",
-              "incumbent_val", "incumbent_test", "table_best_test")
+              "incumbent_val", "incumbent_test", "table_best_test", "regret", "top1",
+              "table_top1_test")
 
 
 @dataclass
 class BenchConfig:
     agents: tuple[str, ...] = DEFAULT_AGENTS
     """Registered agent names or ``module:Class`` import paths."""
-    envs: tuple[str, ...] = (str(DEFAULT_TABLE),)
-    """Benchmark table files (each names its env id and configuration); an env id picks the
-    committed table."""
-    seeds: int = 10
+    envs: tuple[str, ...] = ("nas-bench-macro",)
+    """Benchmark tables by name (``nas_gym.table.TABLES``: ``nas-bench-macro``, ``macro-digits``)
+    or file (each names its env id and configuration); an env id picks the committed digits
+    table."""
+    seeds: int = 20
     """Seeds 0..N-1 per (agent, env)."""
-    evaluations: int = 150
+    evaluations: int = 200
     """Search budget: evaluated architectures (episodes) per job."""
     time_budget: float | None = None
     """Optional search budget in simulated training seconds (the tables' recorded times)."""
-    budget: dict[str, float] = field(default_factory=lambda: {"params": 5000})
+    budget: dict[str, float] = field(default_factory=lambda: {"params": 1_000_000})
     """Cost budget of the envs (B-ENAS penalty); also defines "meets the budget" in the report."""
     noise: str = "sample"
     """Table noise: "sample" (a recorded seed drawn per query), "seed" or "mean"."""
@@ -91,12 +112,18 @@ class BenchConfig:
 
 # -- one job ---------------------------------------------------------------------------------------
 def resolve_table(env: str) -> Path:
+    """The file of a table given by name (``nas_gym.table.TABLES``), file, or env id (the
+    committed digits table)."""
     if env in nas_gym.ENV_IDS:
         table = load_table(DEFAULT_TABLE)
         if table.env_id != env:
             raise bad_value("envs", env, f"a table file, or {table.env_id!r} (committed table)")
         return table.path
-    return Path(env)
+    path = table_path(env)
+    if not path.is_file():
+        raise bad_value("envs", env, f"a table name {sorted(TABLES)}, a table file, or "
+                        f"{load_table(DEFAULT_TABLE).env_id!r}")
+    return path
 
 
 def make_bench_env(table_path: str | os.PathLike, cfg: BenchConfig, seed: int) -> gym.Env:
@@ -255,8 +282,9 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    metavar="NAME|module:Class",
                    help=f"agents: registered names or import paths module:Class; 'default' = "
                         f"{' '.join(d.agents)} (the default)")
-    p.add_argument("--envs", nargs="+", default=["MacroNAS-v0"],
-                   help="table files or env ids (the committed table); default %(default)s")
+    p.add_argument("--envs", nargs="+", default=list(d.envs),
+                   help=f"table names {sorted(TABLES)}, table files, or env ids (the committed "
+                        "digits table); default %(default)s")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per job (default %(default)s)")
     p.add_argument("--evaluations", type=int, default=d.evaluations,
                    help="evaluations per job (default %(default)s)")
@@ -314,8 +342,8 @@ def collect_rows(out: Path, cfg: BenchConfig, tables: list[str],
     for t in tables:
         table = load_table(t)
         info = {d["sha256"]: d for d in table.summary()}
-        best = max((d["test_accuracy"] for d in info.values() if _feasible(d, cfg.budget)),
-                   default=float("nan"))
+        within = [d["test_accuracy"] for d in info.values() if _feasible(d, cfg.budget)]
+        best, cut = max(within, default=float("nan")), top_cut(within)
         for _, agent, seed, _ in (j for j in jobs if j[0] == t):
             inc_val, inc_test = float("-inf"), float("nan")
             for line in map(json.loads, _job_path(out, t, agent, seed).read_text().splitlines()):
@@ -326,7 +354,10 @@ def collect_rows(out: Path, cfg: BenchConfig, tables: list[str],
                 rows.append({**line, "env": Path(t).stem, "agent": agent, "seed": seed,
                              "test_accuracy": arch["test_accuracy"], "feasible": int(feasible),
                              "incumbent_val": inc_val if inc_val > float("-inf") else float("nan"),
-                             "incumbent_test": inc_test, "table_best_test": best})
+                             "incumbent_test": inc_test, "table_best_test": best,
+                             "regret": regret_columns(best, inc_test),
+                             "top1": int(feasible and arch["test_accuracy"] >= cut),
+                             "table_top1_test": cut})
     return rows
 
 
@@ -360,6 +391,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                           + 0.5 * (sum(p == s["regret_mean"] for p in peers) - 1))
     for s in out:
         s["mean_rank"] = float(np.mean([o["rank"] for o in out if o["agent"] == s["agent"]]))
+    stats = statistics(rows)
+    for s in out:
+        s.update(stats[s["env"], s["agent"]])
     return sorted(out, key=lambda s: (s["env"], s["rank"]))
 
 
@@ -416,7 +450,7 @@ def _plot(rows: list[dict[str, Any]], x: str, path: Path) -> None:
 
 SUMMARY_FIELDS = ("env", "agent", "seeds", "evaluations", "val_mean", "val_std", "test_mean",
                   "test_std", "regret_mean", "regret_std", "rank", "mean_rank",
-                  "feasible_fraction", "sim_seconds")
+                  "feasible_fraction", "sim_seconds", *STAT_FIELDS)
 
 
 def write_report(out: Path, cfg: BenchConfig, tables: list[str], jobs: list[tuple]
@@ -425,14 +459,20 @@ def write_report(out: Path, cfg: BenchConfig, tables: list[str], jobs: list[tupl
     write_csv(out / "results.csv", rows, CSV_FIELDS)
     summary = summarize(rows)
     write_csv(out / "summary.csv", summary, SUMMARY_FIELDS)
-    _plot(rows, "evaluation", out / "curves_evaluations.png")
-    _plot(rows, "sim_seconds", out / "curves_time.png")
+    plot_regret(rows, out / "curves_evaluations.png")
+    timed = any(r["sim_seconds"] > 0 for r in rows)  # NAS-Bench-Macro publishes no times
+    if timed:
+        _plot(rows, "sim_seconds", out / "curves_time.png")
     lines = [f"# nas-gym bench: {len(cfg.agents)} agents x {len(tables)} tables x {cfg.seeds} "
              f"seeds x {cfg.evaluations} evaluations", "",
              f"Cost budget {cfg.budget} (B-ENAS penalty); table noise `{cfg.noise}`. "
-             "Incumbent = best validation accuracy so far among architectures within budget; "
-             "test = its mean test accuracy in the table; regret = the table's best test "
-             "accuracy within budget minus it. Mean ± std over seeds.", "",
+             "Incumbent = the architecture within budget with the best accuracy the search "
+             "observed (the reward's draw: a validation run, or one of NAS-Bench-Macro's three "
+             "runs); regret = the table's best mean test accuracy within budget minus the "
+             "incumbent's mean test accuracy (none yet: accuracy 0). Mean [95% bootstrap interval] "
+             "over seeds; top-1% found = fraction of seeds that evaluated an architecture in the "
+             "top 1% of the budget's; p = one-sided Mann-Whitney U test, H1: regret below random "
+             "search's (`experiments/bench_stats.py`).", "", *stats_markdown(summary), "",
              "| env | agent | best val acc | test acc | regret | rank | within budget |",
              "|---|---|---|---|---|---|---|"]
     for s in summary:
@@ -440,8 +480,8 @@ def write_report(out: Path, cfg: BenchConfig, tables: list[str], jobs: list[tupl
                      f"{s['test_mean']:.4f} ± {s['test_std']:.4f} | "
                      f"{s['regret_mean']:.4f} ± {s['regret_std']:.4f} | {s['rank']:g} | "
                      f"{s['feasible_fraction']:.2f} |")
-    lines += ["", "![anytime curves vs evaluations](curves_evaluations.png)", "",
-              "![anytime curves vs simulated time](curves_time.png)", "",
+    lines += ["", "![anytime regret vs evaluations](curves_evaluations.png)", "",
+              *(["![anytime curves vs simulated time](curves_time.png)", ""] if timed else []),
               "Numbers: `results.csv` (every evaluation), `summary.csv` (this table).", ""]
     (out / "report.md").write_text("\n".join(lines))
     return summary

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import nas_gym  # noqa: F401  (registers the env ids)
 from nas_gym.arch.base import architecture_from_dict
-from nas_gym.table import DEFAULT_TABLE, enumerate_architectures, write_table
+from nas_gym.table import enumerate_architectures, write_table
 
 #: The default digits space: MacroNAS-v0 with the seed-001 choice sets (filters {4, 8, 16, 32},
 #: kernels {1, 3, 5, 7}, strides {1, 2, 4}) and 1-2 layers = 2,096 architectures; one epoch on
@@ -42,8 +42,9 @@ class BuildConfig:
     """``gym.make`` kwargs: the space plus data and training (saved in the table's metadata)."""
     seeds: tuple[int, ...] = (0, 1)
     """Training seeds per architecture."""
-    out: str = str(DEFAULT_TABLE)
-    """The exported table file."""
+    out: str = "macro_digits.sqlite"
+    """The exported table file (default: in the current folder, never inside the installed
+    package; the committed table is ``experiments/tables/macro_digits.sqlite``)."""
     store: str | None = None
     """Evaluation store (resume point); default ``<out>.store.sqlite``."""
     workers: int = 0
@@ -159,7 +160,8 @@ def add_table_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--env-kwargs", default=json.dumps(d.env_kwargs),
                    help="JSON gym.make kwargs: the space, data and training (default %(default)s)")
     b.add_argument("--seeds", type=int, default=len(d.seeds), help="seeds 0..N-1 (default 2)")
-    b.add_argument("--out", default=d.out, help="table file (default: the committed table)")
+    b.add_argument("--out", default=d.out,
+                   help="table file (default: %(default)s in the current folder)")
     b.add_argument("--store", default=None, help="evaluation store (default <out>.store.sqlite)")
     b.add_argument("--workers", type=int, default=0, help="processes (default: CPU count)")
     b.add_argument("--limit", type=int, default=None, help="only the first N architectures")

@@ -95,16 +95,23 @@ class EvaluationPipeline:
         when :attr:`measure_latency` (on ``model``, or a module built for it)."""
         sha = self._described(arch)[0]
         if sha not in self._costs:
-            with use_threads(self.threads):
-                if model is not None:
-                    costs = static_costs(model, self.input_shape)
-                else:
-                    costs = architecture_costs(arch, self.input_shape, self.num_classes)
-                if self.measure_latency:
-                    if model is None:
-                        model = build_model(arch, self.input_shape, self.num_classes)
-                    costs["latency_ms"] = measure_latency(_copy_to(model, self.device),
-                                                          self.input_shape, self.device)
+            # an evaluator that knows the costs (a table) spares the counting and the latency
+            # timing, unless the reward needs a metric it lacks
+            known = getattr(self.evaluator, "known_costs", None)
+            costs = dict(known(arch)) if callable(known) else None
+            needed = set(self.reward.metrics) - {"train_seconds"}
+            if costs is None or not needed <= set(costs):
+                with use_threads(self.threads):
+                    if model is not None:
+                        counted = static_costs(model, self.input_shape)
+                    else:
+                        counted = architecture_costs(arch, self.input_shape, self.num_classes)
+                    if self.measure_latency and (costs is None or "latency_ms" in needed):
+                        if model is None:
+                            model = build_model(arch, self.input_shape, self.num_classes)
+                        counted["latency_ms"] = measure_latency(_copy_to(model, self.device),
+                                                                self.input_shape, self.device)
+                costs = {**counted, **(costs or {})}
             self._costs[sha] = costs
         return dict(self._costs[sha])
 

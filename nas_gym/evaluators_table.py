@@ -4,6 +4,10 @@ A table (``nas_gym.table``) holds every architecture of a small space trained wi
 a lookup is a dict read, so RL algorithms can be compared in seconds with exact reproducibility
 (NAS-Bench-101 / 201). The reported ``train_seconds`` (``info["costs"]["train_seconds"]``) is the
 recorded training time, so a benchmark can account simulated search time.
+
+The table also answers the pre-training costs (:meth:`TableEvaluator.known_costs`), so a table
+episode builds no module and measures no latency (``nas_gym.evaluation``); a table that records
+its input shape and classes (NAS-Bench-Macro) needs no dataset on disk (:func:`table_data`).
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
-from .arch.base import Architecture
+from .arch.base import Architecture, sha256_of
 from .data import DataSplit
 from .errors import ConfigError, bad_value
 from .evaluators import EVALUATORS, EvalResult, Evaluator
-from .table import Table
+from .table import COST_COLUMNS, Table
 from .training import TrainConfig
 
 NOISE_MODES = ("seed", "sample", "mean")
@@ -25,10 +30,30 @@ _TABLES: dict[str, Table] = {}  # path -> loaded table: many envs of one process
 
 
 def load_table(path: Any = None) -> Table:
-    """The table at ``path`` (default: the committed one), loaded once per process."""
-    table = Table(path)
-    key = str(table.path.resolve())
-    return _TABLES.setdefault(key, table)
+    """The table at ``path`` (a file or a name of ``nas_gym.table.TABLES``; default: the committed
+    digits table), loaded once per process."""
+    from .table import table_path
+
+    key = str(table_path(path).resolve())
+    if key not in _TABLES:
+        _TABLES[key] = Table(path)
+    return _TABLES[key]
+
+
+def table_data(path: Any) -> DataSplit | None:
+    """A tensor-free :class:`DataSplit` with the input shape and classes a table records (its
+    metadata ``input_shape`` / ``num_classes``), or None when it records none (load the data)."""
+    table = load_table(path)
+    shape, classes = table.meta.get("input_shape"), table.meta.get("num_classes")
+    if shape is None or classes is None:
+        return None
+    empty = torch.empty(0, *shape)
+    label = torch.empty(0, dtype=torch.int64)
+    fp = table.meta.get("fingerprint", {}).get("data") or {}
+    return DataSplit(name=str(fp.get("name", "table")), train_x=empty, train_y=label,
+                     val_x=empty, val_y=label, test_x=empty, test_y=label,
+                     input_shape=tuple(shape), num_classes=int(classes), augment="none",
+                     fingerprint=fp)
 
 
 @EVALUATORS.register("table")
@@ -38,7 +63,8 @@ class TableEvaluator(Evaluator):
     :param data: the env's dataset split (checked against the table's, with ``strict``).
     :param config: the env's training config (checked against the table's, with ``strict``).
     :param time_limit: ignored (nothing is trained).
-    :param path: the table file (default: ``nas_gym.table.DEFAULT_TABLE``).
+    :param path: the table file or name (default: ``nas_gym.table.DEFAULT_TABLE``; an env with
+        ``evaluator="table"`` picks its preset's table, ``nas_gym.table.default_table``).
     :param noise: which recorded seed answers: ``"seed"`` (default) the row of seed
         ``seed % n_seeds`` (fixed per env seed), ``"sample"`` a row drawn per query from a generator
         seeded by the env's seed (realistic noise, still reproducible), ``"mean"`` the mean over
@@ -56,6 +82,10 @@ class TableEvaluator(Evaluator):
         if noise not in NOISE_MODES:
             raise bad_value("noise", noise, NOISE_MODES)
         self.table, self.noise = load_table(path), noise
+        allowed = self.table.meta.get("noise_modes", NOISE_MODES)
+        if noise not in allowed:  # NAS-Bench-Macro: the 3-run mean is what reports score
+            raise bad_value("noise", noise, f"{tuple(allowed)} for table {self.table.path.name} "
+                            f"({self.table.meta.get('accuracy', '')})")
         recorded = self.table.meta.get("fingerprint", {})
         if strict:
             for name, mine in (("data", data.fingerprint), ("training", config.fingerprint())):
@@ -68,15 +98,26 @@ class TableEvaluator(Evaluator):
         self._sha: dict[Architecture, str] = {}  # sha256 is canonical JSON + hashing: cache it
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"evaluator": "table", "table": self.table.meta.get("fingerprint"),
+        # the recorded fingerprint's hash, not the dict: every evaluation hashes this into its
+        # store key, and the 15-key training dict dominated a table episode's time
+        return {"evaluator": "table", "table": sha256_of(self.table.meta.get("fingerprint")),
                 "table_seeds": self.table.seeds, "noise": self.noise}
 
-    def evaluate(self, architecture: Architecture, *, seed: int,
-                 model: nn.Module | None = None) -> EvalResult:
+    def _sha256(self, architecture: Architecture) -> str:
         sha = self._sha.get(architecture)
         if sha is None:
             sha = self._sha.setdefault(architecture, architecture.sha256)
-        rows = self.table.lookup(sha)
+        return sha
+
+    def known_costs(self, architecture: Architecture) -> dict[str, float]:
+        """The recorded pre-training costs (``COST_COLUMNS`` the table holds), so the evaluation
+        path builds no module and measures no latency for a table episode."""
+        row = self.table.lookup(self._sha256(architecture))[0]
+        return {c: row[c] for c in COST_COLUMNS if row.get(c) is not None}
+
+    def evaluate(self, architecture: Architecture, *, seed: int,
+                 model: nn.Module | None = None) -> EvalResult:
+        rows = self.table.lookup(self._sha256(architecture))
         if self.noise == "mean":
             def mean(col: str) -> float:
                 vals = [r[col] for r in rows if r[col] is not None]

@@ -19,10 +19,12 @@ the env can emit is in the table by construction.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,46 @@ from .errors import ConfigError
 FORMAT = "nas_gym-table-1"
 #: The committed table of the default digits space (MacroNAS-v0, ``max_layers=2``).
 DEFAULT_TABLE = Path(__file__).resolve().parents[1] / "experiments" / "tables" / "macro_digits.sqlite"
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """A table found by name: its file, the env id it answers and the ``preset`` of that env
+    whose ``evaluator="table"`` picks it when no ``path`` is given."""
+
+    file: str
+    env_id: str
+    preset: str | None = None
+    package_data: bool = False  # ``file`` is package data of nas_gym (``nas_gym/tables/``)
+
+    @property
+    def path(self) -> Path:
+        if self.package_data:  # importlib.resources: works for editable and wheel installs
+            return Path(str(importlib.resources.files("nas_gym").joinpath("tables", self.file)))
+        return Path(self.file)
+
+
+#: Tables by name (``nas-gym bench --envs NAME``, ``Table(NAME)``, ``evaluator_kwargs={"path": NAME}``).
+TABLES: dict[str, TableEntry] = {
+    "nas-bench-macro": TableEntry("nas-bench-macro_cifar10.json", "MacroNAS-v0",
+                                  "nas_bench_macro", package_data=True),
+    "macro-digits": TableEntry(str(DEFAULT_TABLE), "MacroNAS-v0"),
+}
+
+
+def table_path(table: str | os.PathLike | None) -> Path:
+    """The file of a table given by name (:data:`TABLES`), path, or None (the digits table)."""
+    if table is None:
+        return DEFAULT_TABLE
+    if isinstance(table, str) and table in TABLES:
+        return TABLES[table].path
+    return Path(table)
+
+
+def default_table(env_id: str, preset: str | None) -> str | None:
+    """The name of the table answering ``gym.make(env_id, preset=preset, evaluator="table")``."""
+    return next((name for name, e in TABLES.items()
+                 if e.env_id == env_id and e.preset == preset), None)
 COST_COLUMNS = ("params", "flops", "memory_bytes", "compute_intensity", "latency_ms")
 RESULT_COLUMNS = ("status", "accuracy", "test_accuracy", "val_loss", "train_seconds", "epochs",
                   *COST_COLUMNS)
@@ -118,14 +160,22 @@ def write_table(path: str | os.PathLike, meta: Mapping[str, Any],
 class Table:
     """A benchmark table loaded into memory (a few thousand rows: lookups are dict reads).
 
-    :param path: the table file (default: :data:`DEFAULT_TABLE`).
+    :param path: the table file (default: :data:`DEFAULT_TABLE`), or a name of :data:`TABLES`.
+        A ``.json`` file is read as NAS-Bench-Macro's published format (:func:`nas_bench_macro`).
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path) if path is not None else DEFAULT_TABLE
+        self.path = table_path(path)
         if not self.path.is_file():
-            raise ConfigError(f"table path={str(self.path)!r} is not a file; build one with "
-                              "`nas-gym table build`")
+            raise ConfigError(f"table path={str(path)!r} is not a file nor a table name "
+                              f"{sorted(TABLES)}; build one with `nas-gym table build`")
+        if self.path.suffix == ".json":
+            self.meta, archs, rows = nas_bench_macro(self.path)
+            self.architectures = {a.sha256: a.to_dict() for a in archs}
+            self.rows = {}
+            for row in rows:
+                self.rows.setdefault(row["sha256"], []).append(row)
+            return
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             self.meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
@@ -187,3 +237,54 @@ class Table:
                 d[c] = float(np.mean(vals)) if vals else float("nan")
             out.append(d)
         return out
+
+
+#: NAS-Bench-Macro's network input and classes (CIFAR-10), recorded in the table's metadata so
+#: ``evaluator="table"`` needs no CIFAR-10 on disk.
+NAS_BENCH_MACRO_INPUT = (3, 32, 32)
+
+
+def nas_bench_macro(path: str | os.PathLike) -> tuple[dict[str, Any], list[Architecture],
+                                                       list[dict[str, Any]]]:
+    """Read NAS-Bench-Macro's JSON (Su et al. CVPR 2021) as a table: (meta, architectures, rows).
+
+    **The 3 published runs.** NAS-Bench-Macro publishes only CIFAR-10 *test* accuracies of three
+    independent trainings per architecture. Run ``i`` becomes the row of seed ``i`` and its
+    ``accuracy`` (what a reward sees: the evaluator draws one run per evaluation, ``noise="seed"``
+    or ``"sample"``); ``test_accuracy`` (what reports and regret use) is the mean of the 3 runs.
+    A search therefore optimises one noisy run and is scored on the 3-run mean, never on the
+    number it saw; ``noise="mean"`` (which would reward the scored number) is refused.
+    Costs: ``params`` as published, ``flops`` = 2 x the published multiply-accumulates
+    (``FlopCounterMode``'s convention, as every other nas_gym cost), ``memory_bytes`` in closed
+    form (``nas_gym.models.bench_macro.bench_macro_costs``). No training times are published.
+    The conversion is lossless: ``tests/test_bench_macro.py`` recovers every published number.
+    """
+    from .arch.bench_macro import BenchMacroArchitecture
+    from .models.bench_macro import bench_macro_costs
+    from .training import get_preset
+
+    data = json.loads(Path(path).read_text())
+    archs, rows = [], []
+    for key, rec in data.items():
+        arch = BenchMacroArchitecture.from_key(key)
+        sha = arch.sha256
+        archs.append(arch)
+        memory = bench_macro_costs(arch, NAS_BENCH_MACRO_INPUT, 10)["memory_bytes"]
+        for seed, acc in enumerate(rec["test_acc"]):
+            rows.append({"sha256": sha, "seed": seed, "status": "ok", "accuracy": acc / 100.0,
+                         "test_accuracy": rec["mean_acc"] / 100.0, "val_loss": None,
+                         "train_seconds": None, "epochs": 50, "params": rec["params"],
+                         "flops": 2 * rec["flops"], "memory_bytes": memory,
+                         "compute_intensity": None, "latency_ms": None, "key": key})
+    meta = {"format": FORMAT, "env_id": "MacroNAS-v0",
+            "env_kwargs": {"preset": "nas_bench_macro", "dataset": "cifar10",
+                           "training": "nas_bench_macro"},
+            "seeds": [0, 1, 2], "num_architectures": len(archs),
+            "fingerprint": {"data": {"name": "cifar10", "source": "NAS-Bench-Macro"},
+                            "training": get_preset("nas_bench_macro").fingerprint()},
+            "input_shape": list(NAS_BENCH_MACRO_INPUT), "num_classes": 10,
+            "noise_modes": ["seed", "sample"],
+            "accuracy": "one CIFAR-10 test run per seed (rewards); test_accuracy = the 3-run "
+                        "mean (reports, regret)",
+            "source": "NAS-Bench-Macro (Su et al., CVPR 2021), Apache-2.0"}
+    return meta, archs, rows

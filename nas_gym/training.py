@@ -107,6 +107,10 @@ PRESETS: dict[str, TrainConfig] = {
                                     early_stop_patience=2),
     "seed001": TrainConfig(epochs=50, batch_size=64, optimizer="adam", lr=1e-3, lr_min=1e-3,
                            schedule="constant", weight_decay=0.0, grad_clip=None),
+    # NAS-Bench-Macro (Su et al. CVPR 2021): SGD 0.1, momentum 0.9, wd 5e-4, batch 256, 50 epochs,
+    # cosine (to ~0), random crop + flip
+    "nas_bench_macro": TrainConfig(epochs=50, batch_size=256, lr=0.1, lr_min=1e-6, momentum=0.9,
+                                   nesterov=False, weight_decay=5e-4, grad_clip=None),
 }
 
 

@@ -115,3 +115,58 @@ def test_plain_sb3_class_by_import_path(table_path):
     seen = []
     agent.learn(env, total_episodes=3, callback=lambda ep: seen.append(ep.info["accuracy"]))
     assert len(seen) == 3 and agent.best() is not None
+
+
+@pytest.fixture(scope="module")
+def macro_bench(tmp_path_factory):
+    """The default benchmark's table and budget, tiny: 2 agents x 6 seeds x 30 evaluations."""
+    out = tmp_path_factory.mktemp("macro_bench")
+    cfg = BenchConfig(agents=("evolution", "random"), envs=("nas-bench-macro",), seeds=6,
+                      evaluations=30, workers=1, out=str(out))
+    return cfg, run_bench(cfg, progress=False)
+
+
+def test_statistics_recomputed_from_raw_csv(macro_bench):
+    """Regret at 25 evaluations, its bootstrap interval, the top-1% fraction and the one-sided
+    rank test against random search, recomputed from results.csv alone."""
+    from scipy.stats import mannwhitneyu
+
+    cfg, _ = macro_bench
+    rows = _read(f"{cfg.out}/results.csv")
+    assert {r["env"] for r in rows} == {"nas-bench-macro_cifar10"}
+    regret, found = defaultdict(dict), defaultdict(dict)
+    for (agent, seed), lines in _runs(rows).items():
+        best_val, best_test = -1.0, 0.0
+        for r in lines[:25]:
+            if int(r["feasible"]) and float(r["val_accuracy"]) > best_val:
+                best_val, best_test = float(r["val_accuracy"]), float(r["test_accuracy"])
+        regret[agent][seed] = float(lines[0]["table_best_test"]) - best_test
+        cut = float(lines[0]["table_top1_test"])
+        found[agent][seed] = any(int(r["feasible"]) and float(r["test_accuracy"]) >= cut
+                                 for r in lines)
+        assert float(lines[0]["table_best_test"]) == pytest.approx(0.9275, abs=5e-5)
+    summary = {s["agent"]: s for s in _read(f"{cfg.out}/summary.csv")}
+    ref = np.array([regret["random"][s] for s in sorted(regret["random"])])
+    for agent in ("evolution", "random"):
+        x = np.array([regret[agent][s] for s in sorted(regret[agent])])
+        s = summary[agent]
+        assert float(s["regret_at25"]) == pytest.approx(x.mean())
+        assert float(s["regret_lo25"]) <= x.mean() <= float(s["regret_hi25"])
+        assert float(s["top1_found"]) == pytest.approx(np.mean(list(found[agent].values())))
+        if agent != "random":
+            p = mannwhitneyu(x, ref, alternative="less").pvalue
+            assert float(s["p_at25"]) == pytest.approx(p)
+        else:
+            assert s["p_at25"] == ""
+    report = open(f"{cfg.out}/report.md").read()
+    assert "regret @25 [95% CI]" in report and "p @25" in report
+    assert (__import__("pathlib").Path(cfg.out) / "curves_evaluations.png").stat().st_size > 0
+
+
+def _runs(rows):
+    runs = defaultdict(list)
+    for r in rows:
+        runs[r["agent"], int(r["seed"])].append(r)
+    for lines in runs.values():
+        lines.sort(key=lambda r: int(r["evaluation"]))
+    return runs

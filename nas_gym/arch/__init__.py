@@ -1,7 +1,7 @@
 """Architecture values and search spaces (the bottom layer: imports nothing above it)."""
 
 # each space module registers its architecture kind(s) on import
-from . import cell, epnas, macro, plain  # noqa: F401
+from . import bench_macro, cell, epnas, macro, plain  # noqa: F401
 from .base import (
     ARCHITECTURES,
     Architecture,

@@ -5,9 +5,11 @@ at construction (``gym.make`` time), never deep inside training."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import multiprocessing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from ..device import resolve_device
 from ..errors import bad_value
 from ..evaluation import EvaluationPipeline
 from ..evaluators import EVALUATORS
+from ..evaluators_table import load_table, table_data
 from ..parallel import (
     EvaluatorSpec,
     ProcessEvaluator,
@@ -29,6 +32,7 @@ from ..parallel import (
 from ..processes import check_threads, in_worker_process, watch_parent
 from ..rewards import PENALTIES, Reward, parse_budget
 from ..store import EvaluationStore, open_store
+from ..table import default_table
 from ..training import PRESETS, TrainConfig, get_preset, import_compiler_stack
 
 INVALID_ACTION_MODES = ("remap", "raise")
@@ -47,6 +51,45 @@ class Components:
     device: torch.device
     seed: int
     threads: int = 1
+
+
+def table_defaults(env_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of ``gym.make(env_id, evaluator="table", ...)`` with the table's recorded env
+    arguments as defaults: the table is ``evaluator_kwargs["path"]`` (a file or a name of
+    ``nas_gym.table.TABLES``) or the one registered for ``env_id`` and ``preset``; an explicit
+    argument that differs from the recorded one raises (the table holds no other results)."""
+    ek = dict(kwargs.get("evaluator_kwargs") or {})
+    name = ek.get("path") or default_table(env_id, kwargs.get("preset"))
+    if name is None:
+        return dict(kwargs)
+    table = load_table(name)
+    if table.env_id != env_id:
+        raise bad_value("evaluator_kwargs['path']", name,
+                        f"a table of {env_id} (this one answers {table.env_id})")
+    out = {**kwargs, "evaluator_kwargs": {**ek, "path": str(name)}}
+    recorded = table.env_kwargs
+    for key, value in recorded.items():
+        mine = kwargs.get(key)
+        if mine is None:
+            out[key] = value
+        elif json.loads(json.dumps(mine, default=str)) != json.loads(json.dumps(value)):
+            raise bad_value(key, mine, f"{value!r} or nothing: evaluator='table' answers only "
+                            f"the configuration table {str(name)!r} recorded, {recorded}")
+    return out
+
+
+def with_table_defaults(env_id: str) -> Callable[[Callable], Callable]:
+    """Decorator of an env's ``__init__``: with ``evaluator="table"`` the table's recorded env
+    arguments become the defaults (:func:`table_defaults`)."""
+
+    def wrap(init: Callable) -> Callable:
+        @functools.wraps(init)
+        def wrapper(self: Any, **kwargs: Any) -> None:
+            if isinstance(kwargs.get("evaluator"), str) and kwargs["evaluator"] == "table":
+                kwargs = table_defaults(env_id, kwargs)
+            init(self, **kwargs)
+        return wrapper
+    return wrap
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -134,7 +177,10 @@ def build_components(
     dev = resolve_device(device)
     data_config = DataConfig(name=dataset, data_root=data_root, download=download,
                              train_size=train_size)
-    data = load_data(data_config, device=dev)
+    # a table that records its input shape and classes answers without the dataset on disk
+    data = (table_data(dict(evaluator_kwargs or {}).get("path"))
+            if isinstance(evaluator, str) and evaluator == "table" else None)
+    data = data if data is not None else load_data(data_config, device=dev)
 
     if isinstance(training, TrainConfig):
         config = training.validate()

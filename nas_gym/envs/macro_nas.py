@@ -9,11 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from ..arch.bench_macro import NUM_LAYERS, OPS, BenchMacroArchitecture
 from ..arch.macro import FILTERS, HEADS, KERNELS, STRIDES, MacroArchitecture, MacroLayer, conv_out
 from ..errors import ConfigError, bad_value
 from ..hard_budget import HardBudget
+from ..models.bench_macro import bench_macro_costs
 from ..models.macro import macro_costs
 from .base import TokenEnv
+from .common import with_table_defaults
 
 CONTINUE, STOP = 0, 1
 #: Seed 001's defaults (its method section) and the simplified space it reports (§4.3).
@@ -23,6 +26,8 @@ DEFAULTS: dict[str, Any] = {"filters": FILTERS, "kernels": KERNELS, "strides": S
 PRESETS: dict[str, dict[str, Any]] = {
     "seed001": {**DEFAULTS, "strides": (1,), "min_layers": 5, "max_layers": 5},
 }
+#: NAS-Bench-Macro's space (Su et al. CVPR 2021): one op token per layer, its own grammar.
+BENCH_PRESET = "nas_bench_macro"
 #: Cheap-token rules whose completions the hard budget checks (see ``MacroGrammar.cheap``).
 COMPLETION_RULES = ("early", "thin", "one", "shrink")
 
@@ -160,6 +165,33 @@ class MacroGrammar:
         return st.layers
 
 
+class OpGrammar:
+    """NAS-Bench-Macro's grammar (``preset="nas_bench_macro"``): one ``"op"`` token per searched
+    layer, action k = op code k (``nas_gym.arch.bench_macro.OPS``), so the 8 actions of an episode
+    spell the table key. ``GrammarState.layers`` holds the codes chosen so far."""
+
+    decisions = [(("op", -1),)] * NUM_LAYERS
+
+    def start(self) -> GrammarState:
+        return GrammarState((), (), (0, 0))
+
+    def next(self, st: GrammarState) -> tuple[str, int]:
+        return ("op", -1)
+
+    def valid(self, st: GrammarState) -> list[int]:
+        return list(range(len(OPS)))
+
+    def apply(self, st: GrammarState, action: int) -> GrammarState:
+        layers = (*st.layers, int(action))
+        return GrammarState(layers, (), st.hw, len(layers) == NUM_LAYERS)
+
+    def complete(self, st: GrammarState, rule: str) -> tuple[int, ...]:
+        """Identity for every open layer, whatever the rule: the costs add up layer by layer and
+        identity is the cheapest op of each (params, FLOPs, memory), so the hard budget's mask is
+        exact on this space."""
+        return (*st.layers, *(0,) * (NUM_LAYERS - len(st.layers)))
+
+
 def _choices(name: str, value: Any, *, odd: bool = False, with_one: bool = False
              ) -> tuple[int, ...]:
     what = "a non-empty sequence of distinct integers >= 1"
@@ -222,7 +254,12 @@ class MacroNASEnv(TokenEnv):
     ## Arguments
     - ``preset``: None or ``"seed001"`` (the simplified space seed 001 reports: five layers, stride
       1, filters {4, 8, 16, 32}, kernels {1, 3, 5, 7}; train with ``training="seed001"`` for its
-      Adam schedule). Explicit arguments override the preset.
+      Adam schedule). Explicit arguments override the preset. Or ``"nas_bench_macro"``:
+      NAS-Bench-Macro's space (Su et al. CVPR 2021; ``nas_gym.arch.bench_macro``), 8 ``"op"``
+      tokens (``Discrete(3)``: 0 identity, 1 MB3_K3, 2 MB6_K5; the actions spell the table key),
+      defaults ``dataset="cifar10"``, ``training="nas_bench_macro"`` (the paper's recipe);
+      ``evaluator="table"`` answers from the shipped table with no CIFAR-10 on disk. The space
+      arguments below are refused with it.
     - ``filters`` ((4, 8, 16, 32)), ``kernels`` ((1, 3, 5, 7), odd), ``strides`` ((1, 2, 4),
       must contain 1): the choice sets (seed 001); ``min_layers`` (1), ``max_layers`` (8).
     - ``skip_connections`` (False, as seed 001): emit Zoph & Le's skip tokens.
@@ -246,16 +283,20 @@ class MacroNASEnv(TokenEnv):
     default_penalty = "linear"
     supports_hard_budget = True
 
+    @with_table_defaults("MacroNAS-v0")
     def __init__(self, *, preset: str | None = None, filters: Sequence[int] | None = None,
                  kernels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
                  min_layers: int | None = None, max_layers: int | None = None,
                  skip_connections: bool | None = None, head: str | None = None,
                  **common: Any) -> None:
-        if preset is not None and preset not in PRESETS:
-            raise bad_value("preset", preset, sorted(PRESETS))
+        if preset is not None and preset not in (*PRESETS, BENCH_PRESET):
+            raise bad_value("preset", preset, sorted((*PRESETS, BENCH_PRESET)))
         given = {"filters": filters, "kernels": kernels, "strides": strides,
                  "min_layers": min_layers, "max_layers": max_layers,
                  "skip_connections": skip_connections, "head": head}
+        if preset == BENCH_PRESET:
+            self._init_bench(given, common)
+            return
         cfg = {**(PRESETS[preset] if preset else DEFAULTS),
                **{k: v for k, v in given.items() if v is not None}}
         self.filters = _choices("filters", cfg["filters"])
@@ -282,12 +323,30 @@ class MacroNASEnv(TokenEnv):
                 f"min_layers=max_layers={self.max_layers} and skip_connections=False leave one "
                 "architecture: nothing to search")
         self._init_spaces()
+        self._init_budget(macro_costs)
+
+    def _init_bench(self, given: dict[str, Any], common: dict[str, Any]) -> None:
+        """``preset="nas_bench_macro"``: NAS-Bench-Macro's fixed space (see the class doc)."""
+        for name, value in given.items():
+            if value is not None:
+                raise bad_value(name, value, f"not given with preset={BENCH_PRESET!r} (its space "
+                                f"is fixed: {NUM_LAYERS} layers x {[n for n, _, _ in OPS]})")
+        common.setdefault("dataset", "cifar10")
+        common.setdefault("training", BENCH_PRESET)
+        self.preset, self.head, self.skip_connections = BENCH_PRESET, None, False
+        super().__init__(**common)
+        self.grammar = OpGrammar()
+        self.n_actions, self.max_tokens = len(OPS), NUM_LAYERS
+        self._init_spaces()
+        self._init_budget(bench_macro_costs)
+
+    def _init_budget(self, cost_fn: Any) -> None:
         self._state = self.grammar.start()
         self._budget: HardBudget | None = None
         if self.hard_budget:
             self._budget = HardBudget.for_space(
                 self.components.reward.constraints, self.input_shape, self.num_classes,
-                cost_fn=lambda arch: macro_costs(arch, self.input_shape, self.num_classes))
+                cost_fn=lambda arch: cost_fn(arch, self.input_shape, self.num_classes))
             self._budget.check_start(self._completions(self._state))
 
     # -- grammar ---------------------------------------------------------------------------------
@@ -299,6 +358,8 @@ class MacroNASEnv(TokenEnv):
         return self.grammar.next(self._state)[0]
 
     def _valid(self) -> np.ndarray:
+        if self.preset == BENCH_PRESET:  # every op at every layer (a table episode's hot path)
+            return np.ones(self.n_actions, dtype=bool)
         mask = np.zeros(self.n_actions, dtype=bool)
         mask[self.grammar.valid(self._state)] = True
         return mask
@@ -309,8 +370,13 @@ class MacroNASEnv(TokenEnv):
     def _finished(self) -> bool:
         return self._state.done
 
-    def _architecture(self) -> MacroArchitecture:
-        return MacroArchitecture(layers=self._state.layers, head=self.head)
+    def _architecture(self) -> MacroArchitecture | BenchMacroArchitecture:
+        return self._arch_of(self._state.layers)
+
+    def _arch_of(self, layers: tuple) -> MacroArchitecture | BenchMacroArchitecture:
+        if self.preset == BENCH_PRESET:
+            return BenchMacroArchitecture(ops=layers)
+        return MacroArchitecture(layers=layers, head=self.head)
 
     def _describe(self) -> list[str]:
         """``render_mode="ansi"``: each layer in words, then the open layer's decisions."""
@@ -345,9 +411,9 @@ class MacroNASEnv(TokenEnv):
         return info
 
     # -- hard budget (SPEC §3.5) ----------------------------------------------------------------
-    def _completions(self, st: GrammarState) -> list[MacroArchitecture]:
+    def _completions(self, st: GrammarState) -> list[MacroArchitecture | BenchMacroArchitecture]:
         layers = dict.fromkeys(self.grammar.complete(st, rule) for rule in COMPLETION_RULES)
-        return [MacroArchitecture(layers=ls, head=self.head) for ls in layers]
+        return [self._arch_of(ls) for ls in layers]
 
     def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
         if self._budget is None:
