@@ -31,7 +31,7 @@ from ..store import EvaluationStore, open_store
 from ..training import PRESETS, TrainConfig, get_preset
 
 INVALID_ACTION_MODES = ("remap", "raise")
-PENALTY_KWARGS = ("alpha", "beta", "p", "weights")
+PENALTY_KWARGS = ("alpha", "beta", "p", "weights", "references")
 STATEFUL_EVALUATORS = ("shared", "epnas")  # hold weights across children: one process only
 
 
