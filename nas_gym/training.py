@@ -102,9 +102,13 @@ PRESETS: dict[str, TrainConfig] = {
     "benas": TrainConfig(epochs=150, batch_size=160, lr=0.05, lr_min=0.001,
                          schedule="cosine_restarts", restart_epochs=10, restart_mult=2),
     "eas": TrainConfig(epochs=20, batch_size=64, lr=0.02, lr_min=1e-4, grad_clip=None),
-    "epnas": TrainConfig(epochs=20, batch_size=128, lr=0.05, grad_clip=None),
-    "epnas_prediction": TrainConfig(epochs=10, batch_size=1024, lr=0.5, grad_clip=None,
-                                    early_stop_patience=2),
+    # EPNAS §4: 20 epochs, BZ 128, Nesterov, cosine l_max 0.05, l_min 0.001, T0 10, Tmul 2; with
+    # performance prediction LR 0.5, BZ 1024, "early stop at 10 epochs" (one SGDR period)
+    "epnas": TrainConfig(epochs=20, batch_size=128, lr=0.05, lr_min=0.001, grad_clip=None,
+                         schedule="cosine_restarts", restart_epochs=10, restart_mult=2),
+    "epnas_prediction": TrainConfig(epochs=10, batch_size=1024, lr=0.5, lr_min=0.001,
+                                    grad_clip=None, schedule="cosine_restarts",
+                                    restart_epochs=10, restart_mult=2),
     "seed001": TrainConfig(epochs=50, batch_size=64, optimizer="adam", lr=1e-3, lr_min=1e-3,
                            schedule="constant", weight_decay=0.0, grad_clip=None),
 }

@@ -147,6 +147,9 @@ def build_components(
     if isinstance(evaluator, str):
         factory = EVALUATORS.get(evaluator, "evaluator")
         name = evaluator
+        if evaluator == "epnas" and isinstance(training, str) \
+                and training in evaluators_epnas.PREDICTION_PRESETS:  # no second scaling
+            evaluator_kwargs = {"derive": False, **dict(evaluator_kwargs or {})}
         local = factory(data, config, time_limit=time_limit, **dict(evaluator_kwargs or {}))
         evaluator = local
         if remote is not None:  # workers rebuild it near their own copy of the data
