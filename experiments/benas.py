@@ -106,6 +106,8 @@ class BenasConfig:
     """N of the final model (paper: 3, the "11-layer" model)."""
     final_channels: int | None = None
     """First-stage width of the final model (None: the searched model's)."""
+    final_drop_path: float = 0.0
+    """ScheduledDropPath of the final retraining (NASNet; 0 = off): ``TrainConfig.drop_path``."""
     final_budget: Any = None
     """Budget of the final model; when given, ``budget`` is derived from it (module doc)."""
     budget_samples: int = 32
@@ -135,6 +137,8 @@ class BenasConfig:
             raise bad_value("child_steps", self.child_steps, "None or an integer >= 0")
         if self.select not in SELECT_RULES:
             raise bad_value("select", self.select, SELECT_RULES)
+        if not (isinstance(self.final_drop_path, (int, float)) and 0 <= self.final_drop_path < 1):
+            raise bad_value("final_drop_path", self.final_drop_path, "a probability in [0, 1)")
         if self.final_channels is not None and (isinstance(self.final_channels, bool) or not
                                                 isinstance(self.final_channels, int)
                                                 or self.final_channels < 1):
@@ -347,7 +351,8 @@ class BenasSearch:
         model = nas_gym.build_model(final, self.data.input_shape, self.data.num_classes,
                                     seed=self.config.seed)
         costs = static_costs(model, self.data.input_shape)
-        config = self.train_config.replace(epochs=self.config.final_epochs)
+        config = self.train_config.replace(epochs=self.config.final_epochs,
+                                           drop_path=self.config.final_drop_path)
         run = train(model, self.data, config, seed=self.config.seed)
         costs["train_seconds"] = run.train_seconds
         val_acc, _ = evaluate(model, self.data.val_x, self.data.val_y, config.eval_batch_size)
@@ -416,6 +421,8 @@ def add_benas_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--final-n", type=int, default=3, help="N of the final model (3)")
     group.add_argument("--final-channels", type=int, default=None,
                        help="first-stage width of the final model (default: the search width)")
+    group.add_argument("--final-drop-path", type=float, default=0.0,
+                       help="ScheduledDropPath of the final retraining (NASNet; default 0: off)")
     group.add_argument("--final-budget", default=None, metavar="METRIC=UPPER[,...]",
                        help="budget of the final model; the searched cell's budget is derived "
                             "from it (B-ENAS §4.1; replaces --budget)")
@@ -449,6 +456,7 @@ def _dispatch(args: argparse.Namespace, fallback: Callable[[argparse.Namespace],
                          batch_size=args.benas_batch_size, select=args.select,
                          final_n=args.final_n, final_epochs=sc.final_epochs,
                          final_channels=args.final_channels, final_budget=final_budget,
+                         final_drop_path=args.final_drop_path,
                          env_kwargs=dict(sc.env_kwargs), controller_kwargs=dict(sc.agent_kwargs),
                          seed=sc.seed, out=sc.out)
     try:
