@@ -47,3 +47,51 @@ def test_scheduled_drop_path_rises_linearly_over_training() -> None:
     assert config.fingerprint()["drop_path"] == 0.4
     with pytest.raises(ValueError, match="drop_path"):
         TrainConfig(drop_path=1.0).validate()
+
+
+class BlockCounter:
+    """A cheap evaluator: no training."""
+
+    needs_model = False
+
+    def fingerprint(self) -> dict:
+        return {"evaluator": "block-counter-v1"}
+
+    def evaluate(self, architecture, *, seed, model=None) -> dict:
+        return {"accuracy": 0.1 * len(architecture.normal.blocks)}
+
+
+def test_nasnet_combine_is_searched_per_block_add_or_concat() -> None:
+    """NASNet Step 5: "Select a method to combine the outputs of Step 3 and 4 to create a new
+    hidden state" - one more token per block in NASNet's space (0 = add, 1 = concat)."""
+    import gymnasium as gym
+
+    kw = {"evaluator": BlockCounter(), "store": ":memory:", "measure_latency": False,
+          "min_blocks": 2, "max_blocks": 2}
+    env = gym.make("CellNAS-v0", ops="nasnet", **kw).unwrapped
+    assert env.combine == "search" and env.max_tokens == 1 + 5 * 2
+    obs, info = env.reset(seed=0)
+    types, tokens = [], [0, 1, 1, 9, 0, 0, 1, 2, 2, 1, 1]  # 2 blocks; block 0 adds, block 1 concats
+    for a in tokens:
+        types.append(info["token_type"])
+        if info["token_type"] == "combine":
+            assert np.flatnonzero(info["action_mask"]).tolist() == [0, 1]
+        obs, reward, term, _, info = env.step(a)
+    assert types == ["num_blocks"] + ["input", "input", "op", "op", "combine"] * 2 and term
+    arch = nas_gym.architecture_from_dict(info["architecture"])
+    assert [b.combine for b in arch.normal.blocks] == ["add", "concat"]
+    assert info["architecture"]["normal"]["blocks"][0] == [1, 1, "conv_3x3", "identity"]
+    assert nas_gym.architecture_from_dict(arch.to_dict()) == arch
+    # the concat block's state is the 1x1 projection of [op1(x), op2(y)] on channels
+    model = nas_gym.build_model(arch, (1, 8, 8), 10, seed=0).eval()
+    cell = next(m for m in model.modules() if isinstance(m, CellModule))
+    s = torch.randn(2, arch.channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p1 = cell.pre1(s)  # block 0: [1, 1] -> conv_3x3 + identity; block 1: [1, 2], concat
+        h0 = cell.ops[0](p1) + cell.ops[1](p1)
+        h1 = cell.concat["1"](torch.cat([cell.ops[2](p1), cell.ops[3](h0)], 1))
+        assert torch.allclose(cell(s, s), cell.project(h1), atol=1e-6)
+    assert gym.make("CellNAS-v0", **kw).unwrapped.max_tokens == 1 + 4 * 2  # ENAS: add only
+    with pytest.raises(ValueError, match="combine"):
+        gym.make("CellNAS-v0", ops="nasnet", combine="concat", evaluator="shared",
+                 store=":memory:", measure_latency=False)

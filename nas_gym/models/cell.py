@@ -37,6 +37,8 @@ class CellModule(nn.Module):
         self.loose = cell.loose_ends()
         self.project = ReLUConvBN(c * len(self.loose), c, 1)
         self.droppable = [op != "identity" for b in cell.blocks for op in (b.op1, b.op2)]
+        self.concat = nn.ModuleDict({str(i): ReLUConvBN(2 * c, c, 1)  # NASNet's concat combine
+                                     for i, b in enumerate(cell.blocks) if b.combine == "concat"})
         self.drop_path_prob, self.drop_path_gen = 0.0, None
 
     def _path(self, k: int, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,9 @@ class CellModule(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         for i, b in enumerate(self.cell.blocks):
-            states.append(self._path(2 * i, states[b.in1]) + self._path(2 * i + 1, states[b.in2]))
+            x, y = self._path(2 * i, states[b.in1]), self._path(2 * i + 1, states[b.in2])
+            states.append(self.concat[str(i)](torch.cat([x, y], 1)) if b.combine == "concat"
+                          else x + y)
         return self.project(torch.cat([states[j + 2] for j in self.loose], dim=1))
 
 
