@@ -40,8 +40,18 @@ AGENTS.register("pnas", PNASAgent)
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
-    """The agent registered as ``name``, built with ``kwargs`` (its keyword-only arguments)."""
+    """The agent registered as ``name``, built with ``kwargs`` (its keyword-only arguments).
+    ``preset=NAME`` of an agent with a ``PRESETS`` table starts from that option set; the other
+    keywords override it."""
     cls = AGENTS.get(name, "agent")
+    presets = getattr(cls, "PRESETS", None)
+    if presets is not None and kwargs.get("preset") is not None:
+        if kwargs["preset"] not in presets:
+            raise bad_value("preset", kwargs["preset"], sorted(presets))
+        agent = make_agent(name, **{**presets[kwargs["preset"]],
+                                    **{k: v for k, v in kwargs.items() if k != "preset"}})
+        agent.preset = kwargs["preset"]
+        return agent
     accepted = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
         for key in kwargs:

@@ -28,6 +28,13 @@ slots before ``p``, index = ``p`` minus the slot after the last such pool, kerne
 non-fc layers, kernel 3 ("fc"). **Decision:** EAS widens many layers per step and runs its actors
 in a fixed order; one transform per step (the env's contract) needs this gate instead.
 
+With ``Net2Net-v0(protocol="eas")`` the controller follows EAS itself, no gate: in a wider
+step's sub-step for layer ``l`` (``info["token_type"] == "widen_layer"``, ``info["layer"] == l``)
+``P(widen l) = sigmoid(w^T h_l + b)``, the shared sigmoid, on the encoding of the network as it
+was at the start of the wider step (the env changes it only after the step's last decision), so
+the step's decisions are EAS's simultaneous per-layer ones; in a deeper step (``"deepen"``) the
+deeper actor's ``P(block) P(index | block) P(kernel | block, index)`` alone.
+
 Learning: REINFORCE on the episode return (the env's reward is already EAS's ``tan(acc * pi / 2)``,
 ``accuracy_transform="tan"``), an exponential-moving-average baseline (0.95), Adam, 10 networks
 per update (``batch_episodes``). The EAS two-stage schedule (the best net of a stage starts the
@@ -100,8 +107,10 @@ class MetaController(nn.Module):
         self.kernel_head = nn.Linear(H, N_KERNELS + 1)
 
     def log_probs(self, obs: np.ndarray, mask: np.ndarray, L: int, left: np.ndarray,
-                  max_blocks: int) -> torch.Tensor:
-        """Log-probabilities ``[n_actions]`` of every env action (``-1e9``: illegal)."""
+                  max_blocks: int, token: str = "transform", layer: int = -1) -> torch.Tensor:
+        """Log-probabilities ``[n_actions]`` of every env action (``-1e9``: illegal). ``token``:
+        ``"transform"`` (the gated one-transform step), ``"widen_layer"`` (the shared sigmoid of
+        ``layer``: action ``layer`` = widen, the last action = keep) or ``"deepen"``."""
         slots = np.asarray(obs[: 3 * L], dtype=np.int64).reshape(L, 3)
         n = max(1, int((slots[:, 0] != 0).sum()))
         codes = torch.as_tensor(slots[:n])
@@ -111,6 +120,14 @@ class MetaController(nn.Module):
         final_h, final_c = h.permute(1, 0, 2).reshape(1, -1), c.permute(1, 0, 2).reshape(1, -1)
         logp = torch.full((len(mask),), NEG)
         legal = np.flatnonzero(mask)
+        if token == "widen_layer":  # EAS protocol: one binary decision of the shared sigmoid
+            s = self.wider(states[layer])[0]
+            return logp.index_put((torch.tensor([layer, len(mask) - 1]),),
+                                  torch.stack([F.logsigmoid(s), F.logsigmoid(-s)]))
+        if token == "deepen":  # EAS protocol: the deeper actor alone
+            deepen = [int(a) for a in legal]
+            codes3 = [deepen_code(a, L, slots[:, 0], max_blocks) for a in deepen]
+            return logp.index_put((torch.tensor(deepen),), self._deeper(codes3, final_h, final_c))
         widen = [a for a in legal if a < L]
         deepen = [a for a in legal if L <= a < len(mask) - 1]
         gate_mask = torch.tensor([bool(widen), bool(deepen), True])
@@ -230,7 +247,9 @@ class EASAgent(Agent):
             return int(np.flatnonzero(mask)[0]), trace or _Trace()
         span = np.maximum(np.asarray(self._tail, dtype=np.float32) - 1, 1)
         left = obs[-2:].astype(np.float32) / span
-        logp = self.net.log_probs(obs, mask, L, left, self.max_blocks)
+        token = str(info.get("token_type", "transform"))
+        logp = self.net.log_probs(obs, mask, L, left, self.max_blocks, token,
+                                  int(info.get("layer", -1)))
         if deterministic:
             action = int(logp.argmax())
         else:

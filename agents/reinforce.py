@@ -20,6 +20,15 @@ Seed-001 options: ``prob_floor`` (add 0.05 to every legal probability and renorm
 ``reward_lookup`` (an architecture seen before keeps the reward it first got, and is stored once,
 §3.5; the env's evaluation store already spares its retraining).
 
+Seed 001's own controller (§3.2, eq. 1-2 and 5) is ``preset="seed001"`` (:data:`PRESETS`): a one-layer ReLU RNN
+``h_t = ReLU(w_2 embedding(A_{t-1}) + w_3 h_{t-1} + b_2)`` (``cell="rnn"``) of 35 units, a
+"predefined random embedding of dimension n_h" per value (``fixed_embeddings=True``: drawn once,
+never trained), a plain softmax head ``A_t ~ softmax(w_1 h_{t-1} + b_1)`` (``tanh_constant=None``)
+and the plain REINFORCE of eq. 5, ``grad J = sum_t grad log P(a_t | a_{1:t-1}) R``
+(``use_baseline=False``, ``entropy_weight=0``), with the probability floor 0.05 (§4.2), one new
+architecture per update plus 10 replayed ones and the reward lookup (§3.5). **Decision:** the
+paper's ``h_0`` is the state after one step on the learned start input (as for the LSTM).
+
 Zoph & Le skip connections: a decision of type ``skip_token_type`` ("layer j feeds layer i",
 actions 0 = no, 1 = yes) is scored by the anchor attention
 ``P(yes) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))`` instead of a softmax head, where ``h_j``
@@ -30,6 +39,7 @@ decision of a run asks about layer ``k``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,81 +53,31 @@ from torch import nn
 from nas_gym.errors import bad_value
 
 from .base import Agent, Callback, Episode, as_callback, as_envs, check_discrete, check_episodes
+from .reinforce_controller import Controller, anchor_plan
+
+__all__ = ["CELLS", "PRESETS", "Controller", "ReinforceAgent", "anchor_plan"]
 
 
-def anchor_plan(types: list[str], skip_type: str, start_type: str | None = None) -> list[int]:
-    """For every decision, the position of the anchor it attends to (-1: none).
-
-    A layer starts at each decision of ``start_type`` (default: ``types[0]``); in a run of skip
-    decisions the ``k``-th one refers to layer ``k`` (Zoph & Le: one decision per earlier layer).
-    """
-    start = start_type if start_type is not None else (types[0] if types else None)
-    starts: list[int] = []
-    plan, run = [], 0
-    for t, typ in enumerate(types):
-        if typ == skip_type:
-            plan.append(starts[run] if run < len(starts) else -1)
-            run += 1
-            continue
-        run = 0
-        if typ == start:
-            starts.append(t)
-        plan.append(-1)
-    return plan
+CELLS = ("lstm", "rnn")
+#: Named option sets (``preset=NAME`` of :func:`agents.make_agent`); explicit keywords override.
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed001": {"cell": "rnn", "hidden_size": 35, "num_layers": 1, "fixed_embeddings": True,
+                "use_baseline": False, "entropy_weight": 0.0, "tanh_constant": None,
+                "prob_floor": 0.05, "replay": 10, "reward_lookup": True, "batch_episodes": 1},
+}
 
 
-class Controller(nn.Module):
-    """The LSTM policy: a learned start input, per-type embeddings and heads, skip attention."""
-
-    def __init__(self, n_actions: int, hidden_size: int, num_layers: int) -> None:
-        super().__init__()
-        self.n_actions, self.hidden_size = n_actions, hidden_size
-        self.types: list[str] = []
-        self.start = nn.Parameter(torch.zeros(1, hidden_size))  # ENAS g_emb
-        self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers=num_layers, batch_first=True)
-        self.embeddings = nn.ModuleList()
-        self.heads = nn.ModuleList()
-        self.w_prev = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.w_curr = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.v = nn.Linear(hidden_size, 1, bias=False)
-
-    def add_type(self, name: str) -> list[nn.Parameter]:
-        self.types.append(name)
-        self.embeddings.append(nn.Embedding(self.n_actions, self.hidden_size))
-        self.heads.append(nn.Linear(self.hidden_size, self.n_actions))
-        return [*self.embeddings[-1].parameters(), *self.heads[-1].parameters()]
-
-    def step(self, x: torch.Tensor, state: list[tuple[torch.Tensor, torch.Tensor]] | None
-             ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """One LSTM step ``[1, H] -> [1, H]`` with the weights of ``self.lstm`` (``lstm_cell`` per
-        layer: the same function as the batched ``self.lstm``, ~3x faster for one token)."""
-        if state is None:
-            zero = x.new_zeros(1, self.hidden_size)
-            state = [(zero, zero)] * self.lstm.num_layers
-        new = []
-        for layer, hc in enumerate(state):
-            h, c = torch.lstm_cell(x, hc, getattr(self.lstm, f"weight_ih_l{layer}"),
-                                   getattr(self.lstm, f"weight_hh_l{layer}"),
-                                   getattr(self.lstm, f"bias_ih_l{layer}"),
-                                   getattr(self.lstm, f"bias_hh_l{layer}"))
-            new.append((h, c))
-            x = h
-        return x, new
-
-    def raw_logits(self, h: torch.Tensor, type_ids: torch.Tensor,
-                   anchors: torch.Tensor | None, has_anchor: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N, n_actions]`` of ``N`` decisions (before the tanh squash and the mask)."""
-        logits = h.new_zeros(h.shape[0], self.n_actions)
-        for k in torch.unique(type_ids).tolist():
-            sel = (type_ids == k) & ~has_anchor
-            if sel.any():
-                logits = logits.index_put((sel.nonzero().squeeze(1),), self.heads[k](h[sel]))
-        if anchors is not None and has_anchor.any():
-            s = self.v(torch.tanh(self.w_prev(anchors[has_anchor]) + self.w_curr(h[has_anchor])))
-            skip = torch.cat([torch.zeros_like(s), s, s.new_zeros(s.shape[0], self.n_actions - 2)],
-                             dim=1)[:, : self.n_actions]
-            logits = logits.index_put((has_anchor.nonzero().squeeze(1),), skip)
-        return logits
+def _with_preset(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (ReinforceAgent's arguments) with the preset's values for those at default."""
+    name = given["preset"]
+    if name not in PRESETS:
+        raise bad_value("preset", name, sorted(PRESETS))
+    defaults = {k: p.default for k, p in inspect.signature(ReinforceAgent).parameters.items()}
+    out = {**given, "preset": None}
+    for k, v in PRESETS[name].items():
+        if given[k] == defaults[k] and type(given[k]) is type(defaults[k]):
+            out[k] = v
+    return out
 
 
 @dataclass
@@ -135,6 +95,10 @@ class ReinforceAgent(Agent):
 
     :param hidden_size: LSTM width (ENAS: 64; seed 001: 35).
     :param num_layers: LSTM layers (B-ENAS: 2).
+    :param preset: None, or a name of :data:`PRESETS` (``"seed001"``: seed 001's controller,
+        ``-A preset=seed001`` on the command line). Through :func:`agents.make_agent` every other
+        keyword overrides the preset; constructed directly, the preset sets each option it names
+        that is left at its default value.
     :param lr: Adam learning rate. Default 0.01, tuned for searches of ~100 evaluations (the
         papers' 1e-3 (ENAS / B-ENAS) barely moves the policy in 25 updates); tuned on
         NAS-Bench-Macro under ``flops <= 8e7`` (not the params budget the bench reports):
@@ -146,7 +110,8 @@ class ReinforceAgent(Agent):
         0.9, tuned with ``lr``: the baseline follows a policy that moves faster).
     :param init_range: parameters start uniform in ``[-init_range, init_range]`` (ENAS: 0.1).
     :param temperature: logits are divided by it before the tanh (ENAS: 5.0).
-    :param tanh_constant: ... and multiplied by it after (ENAS: 2.5).
+    :param tanh_constant: ... and multiplied by it after (ENAS: 2.5); None: no squash, a plain
+        softmax of the head's logits (seed 001 eq. 1).
     :param prob_floor: seed 001 §4.2: add this to every legal probability and renormalise (0: off;
         the paper uses 0.05).
     :param replay: seed 001 §3.5: stored (architecture, reward) pairs replayed per update (0: off;
@@ -158,10 +123,16 @@ class ReinforceAgent(Agent):
     :param anchor_token_type: decision type that starts a layer (None: an episode's first type).
     :param grad_clip: max gradient norm of an update (None: off).
     :param seed: seeds initialisation, sampling and replay choices.
+    :param cell: ``"lstm"`` (ENAS / B-ENAS, default) or ``"rnn"`` (seed 001 eq. 2: a ReLU RNN).
+    :param fixed_embeddings: seed 001 §3.2's "predefined random embedding": the embeddings are
+        drawn once (uniform in ``[-init_range, init_range]``) and never trained (default False).
+    :param use_baseline: subtract the EMA baseline (default True); False is seed 001's plain
+        REINFORCE, eq. 5: ``grad J = sum_t grad log P(a_t | a_{1:t-1}) R``.
     """
 
     name = "reinforce"
     concurrent_batches = True
+    PRESETS = PRESETS
 
     def __init__(self, *, hidden_size: int = 64, num_layers: int = 2, lr: float = 1e-2,
                  batch_episodes: int = 4, entropy_weight: float = 1e-3,
@@ -169,8 +140,22 @@ class ReinforceAgent(Agent):
                  tanh_constant: float = 2.5, prob_floor: float = 0.0, replay: int = 0,
                  replay_capacity: int = 1000, reward_lookup: bool = False,
                  skip_token_type: str = "skip", anchor_token_type: str | None = None,
-                 grad_clip: float | None = None, seed: int = 0) -> None:
+                 grad_clip: float | None = None, seed: int = 0, preset: str | None = None,
+                 cell: str = "lstm", fixed_embeddings: bool = False,
+                 use_baseline: bool = True) -> None:
+        if preset is not None:  # the preset fills every option left at its default
+            given = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+            self.__init__(**_with_preset(given))
+            self.preset = preset
+            return
         super().__init__(seed=seed)
+        if cell not in CELLS:
+            raise bad_value("cell", cell, CELLS)
+        for arg, v in (("fixed_embeddings", fixed_embeddings), ("use_baseline", use_baseline)):
+            if not isinstance(v, bool):
+                raise bad_value(arg, v, "True or False")
+        self.preset, self.cell = None, cell
+        self.fixed_embeddings, self.use_baseline = fixed_embeddings, use_baseline
         for arg, v, low in (("hidden_size", hidden_size, 1), ("num_layers", num_layers, 1),
                             ("batch_episodes", batch_episodes, 1), ("replay", replay, 0),
                             ("replay_capacity", replay_capacity, 1)):
@@ -182,7 +167,8 @@ class ReinforceAgent(Agent):
                 ("baseline_decay", baseline_decay, 0 <= baseline_decay < 1, "a number in [0, 1)"),
                 ("init_range", init_range, init_range > 0, "a number > 0"),
                 ("temperature", temperature, temperature > 0, "a number > 0"),
-                ("tanh_constant", tanh_constant, tanh_constant > 0, "a number > 0"),
+                ("tanh_constant", tanh_constant, tanh_constant is None or tanh_constant > 0,
+                 "a number > 0 or None"),
                 ("prob_floor", prob_floor, 0 <= prob_floor < 1, "a number in [0, 1)")):
             if not ok:
                 raise bad_value(arg, v, what)
@@ -191,7 +177,8 @@ class ReinforceAgent(Agent):
         self.hidden_size, self.num_layers, self.lr = hidden_size, num_layers, float(lr)
         self.batch_episodes, self.entropy_weight = batch_episodes, float(entropy_weight)
         self.baseline_decay, self.init_range = float(baseline_decay), float(init_range)
-        self.temperature, self.tanh_constant = float(temperature), float(tanh_constant)
+        self.temperature = float(temperature)
+        self.tanh_constant = None if tanh_constant is None else float(tanh_constant)
         self.prob_floor, self.replay, self.replay_capacity = float(prob_floor), replay, replay_capacity
         self.reward_lookup, self.grad_clip = bool(reward_lookup), grad_clip
         self.skip_token_type, self.anchor_token_type = skip_token_type, anchor_token_type
@@ -206,9 +193,11 @@ class ReinforceAgent(Agent):
 
     # -- controller -----------------------------------------------------------------------------
     def _build(self, n_actions: int) -> None:
-        self.controller = Controller(n_actions, self.hidden_size, self.num_layers)
+        self.controller = Controller(n_actions, self.hidden_size, self.num_layers, self.cell,
+                                     self.fixed_embeddings)
         self._init(list(self.controller.parameters()))
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr)
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.controller.parameters() if p.requires_grad], lr=self.lr)
 
     def _init(self, params: list[nn.Parameter]) -> None:
         with torch.no_grad():
@@ -221,12 +210,13 @@ class ReinforceAgent(Agent):
         if token_type not in c.types:
             params = c.add_type(token_type)
             self._init(params)
-            self.optimizer.add_param_group({"params": params})
+            self.optimizer.add_param_group({"params": [p for p in params if p.requires_grad]})
         return c.types.index(token_type)
 
     def _log_probs(self, raw: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, log-probabilities)`` of masked, squashed, floored logits."""
-        logits = self.tanh_constant * torch.tanh(raw / self.temperature)
+        logits = raw if self.tanh_constant is None else \
+            self.tanh_constant * torch.tanh(raw / self.temperature)
         p = F.softmax(logits.masked_fill(~masks, -1e9), dim=-1)
         if self.prob_floor > 0:
             p = (p + self.prob_floor * masks) / (1 + self.prob_floor * masks.sum(-1, keepdim=True))
@@ -290,7 +280,7 @@ class ReinforceAgent(Agent):
             sel = prev_valid & (prev_type == k)
             if sel.any():
                 x = x.index_put((rows[sel],), c.embeddings[k](prev_action[sel]))
-        out, _ = c.lstm(x.reshape(B, T, H))
+        out, _ = c.core(x.reshape(B, T, H))
         flat = out.reshape(B * T, H)
         pos = valid.reshape(-1).nonzero().squeeze(1)
         anc = anchor.reshape(-1)[pos]
@@ -329,15 +319,15 @@ class ReinforceAgent(Agent):
         logp, entropy = self.evaluate_episodes(batch + replayed)
         returns = torch.tensor(rewards) + self.entropy_weight * entropy.detach()
         fresh = returns[: len(batch)]
-        if self.baseline is None:  # start at the first batch's mean, not 0 (no initial bias)
+        if self.baseline is None and self.use_baseline:  # the first batch's mean, not 0
             self.baseline = float(fresh.mean())
-        loss = -((returns - self.baseline) * logp).mean()
+        loss = -((returns - (self.baseline or 0.0)) * logp).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
         self.optimizer.step()
-        for r in fresh.tolist():
+        for r in fresh.tolist() if self.baseline is not None else ():
             self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
         for e in batch:
             self._remember(e)

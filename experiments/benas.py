@@ -29,6 +29,16 @@ budget's first metric (``params`` without a budget). If none of the samples meet
 sampling continues up to ``max_select_samples``; failing that the highest-reward cell is kept and
 the report says ``"feasible": false`` (the paper leaves that case open). The budget applies to the
 searched (N = 1) model, as in B-ENAS, which derives the cell's budget from the final model's.
+
+**Cell budget from the final model's** (``final_budget``; §4.1: "we have to estimate the U_c of the
+cell according to the U_c of the complete model. Since the final model is stacked by the cell, the
+U_c of the cell can be estimated based on the U_c of the final model"): for each metric,
+``budget = final_budget / ratio`` with ``ratio`` the median over ``budget_samples`` cells (uniformly
+random legal tokens, seed 0) of ``cost(final model) / cost(searched model)`` - the final model
+being the cell at ``final_n`` (and ``final_channels``). Static metrics only (params, flops,
+memory_bytes: counted on the built models), upper bounds only. ``final_channels`` (None: the
+search width) widens the final model's first stage, as B-ENAS's final models are wider than the
+searched one.
 """
 
 from __future__ import annotations
@@ -54,13 +64,14 @@ from agents.base import Episode, check_discrete
 from agents.reinforce import ReinforceAgent
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.arch.cell import CellArchitecture
-from nas_gym.costs import static_costs
+from nas_gym.costs import count_params, static_costs
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.evaluators_shared import SharedEvaluator
 from nas_gym.rewards import parse_budget
 from nas_gym.training import evaluate, train
 
 SELECT_RULES = ("accuracy_x_cost", "accuracy_per_cost", "accuracy")
+DERIVABLE_METRICS = ("params", "flops", "memory_bytes")  # known from the built model
 #: env keywords that also shape Omega (passed on to the shared evaluator).
 SPACE_KEYS = ("ops", "max_blocks", "filters", "kernels", "strides", "max_layers")
 
@@ -93,6 +104,14 @@ class BenasConfig:
     """Keep sampling up to this many cells while none meets the budget."""
     final_n: int = 3
     """N of the final model (paper: 3, the "11-layer" model)."""
+    final_channels: int | None = None
+    """First-stage width of the final model (None: the searched model's)."""
+    final_drop_path: float = 0.0
+    """ScheduledDropPath of the final retraining (NASNet; 0 = off): ``TrainConfig.drop_path``."""
+    final_budget: Any = None
+    """Budget of the final model; when given, ``budget`` is derived from it (module doc)."""
+    budget_samples: int = 32
+    """Cells sampled to derive the budget's cost ratio from ``final_budget``."""
     final_epochs: int = 10
     """Epochs of the final retraining from scratch (0: skip)."""
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"dataset": "digits"})
@@ -109,7 +128,7 @@ class BenasConfig:
             raise bad_value("env", self.env, sorted(nas_gym.ENV_IDS))
         for name, low in (("epochs", 1), ("controller_steps", 0), ("batch_size", 1),
                           ("select_samples", 1), ("max_select_samples", 1), ("final_n", 1),
-                          ("final_epochs", 0), ("seed", 0)):
+                          ("final_epochs", 0), ("seed", 0), ("budget_samples", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise bad_value(name, v, f"an integer >= {low}")
@@ -118,8 +137,59 @@ class BenasConfig:
             raise bad_value("child_steps", self.child_steps, "None or an integer >= 0")
         if self.select not in SELECT_RULES:
             raise bad_value("select", self.select, SELECT_RULES)
+        if not (isinstance(self.final_drop_path, (int, float)) and 0 <= self.final_drop_path < 1):
+            raise bad_value("final_drop_path", self.final_drop_path, "a probability in [0, 1)")
+        if self.final_channels is not None and (isinstance(self.final_channels, bool) or not
+                                                isinstance(self.final_channels, int)
+                                                or self.final_channels < 1):
+            raise bad_value("final_channels", self.final_channels, "None or an integer >= 1")
         parse_budget(self.budget)
+        for c in parse_budget(self.final_budget):
+            if c.metric not in DERIVABLE_METRICS or c.lower is not None:
+                raise bad_value("final_budget", self.final_budget,
+                                f"upper bounds on {DERIVABLE_METRICS} (known before training)")
         return self
+
+    def final_architecture(self, arch: Architecture) -> Architecture:
+        """The final model of a searched architecture: a cell at ``final_n`` (and
+        ``final_channels``); any other architecture as it is."""
+        if isinstance(arch, CellArchitecture):
+            return arch.with_size(self.final_n, self.final_channels)
+        return arch
+
+
+def derive_budget(config: BenasConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """The searched model's budget from ``config.final_budget`` (module doc) and how it was
+    derived: ``{"ratio": {metric: median}, "final_budget", "samples": [architecture dicts]}``."""
+    constraints = parse_budget(config.final_budget)
+    kwargs = {**config.env_kwargs, "seed": config.seed, "store": ":memory:",
+              "measure_latency": False, "penalty": "none"}
+    probe = gym.make(config.env, **kwargs)
+    archs: list[Architecture] = []
+    rng = np.random.default_rng(0)
+    with _children_only(probe, lambda arch: archs.append(arch) or {}):
+        while len(archs) < config.budget_samples:
+            obs, info = probe.reset(seed=len(archs))
+            done = False
+            while not done:
+                action = int(rng.choice(np.flatnonzero(info["action_mask"])))
+                obs, _, done, _, info = probe.step(action)
+    shape, classes = probe.unwrapped.input_shape, probe.unwrapped.num_classes
+    probe.close()
+    ratios: dict[str, list[float]] = {c.metric: [] for c in constraints}
+    def cost(arch: Architecture) -> dict[str, float]:
+        model = nas_gym.build_model(arch, shape, classes)
+        return {"params": count_params(model)} if list(ratios) == ["params"] \
+            else static_costs(model, shape)  # FLOPs and memory need a counted forward pass
+
+    for arch in archs:
+        costs = [cost(a) for a in (arch, config.final_architecture(arch))]
+        for m in ratios:
+            ratios[m].append(costs[1][m] / costs[0][m])
+    ratio = {m: float(np.median(v)) for m, v in ratios.items()}
+    budget = {c.metric: c.upper / ratio[c.metric] for c in constraints}
+    return budget, {"final_budget": {c.metric: c.upper for c in constraints}, "ratio": ratio,
+                    "samples": [a.to_dict() for a in archs]}
 
 
 def select_cell(candidates: list[dict[str, Any]], rule: str = "accuracy_x_cost") -> int | None:
@@ -165,6 +235,10 @@ class BenasSearch:
 
     def __init__(self, config: BenasConfig) -> None:
         self.config = config.validate()
+        self.budget_derivation: dict[str, Any] | None = None
+        if config.final_budget is not None:
+            budget, self.budget_derivation = derive_budget(config)
+            config.budget = budget
         self.constraints = parse_budget(config.budget)
         self.metric = self.constraints[0].metric if self.constraints else "params"
         kwargs = {"seed": config.seed, "store": ":memory:", "training": "benas",
@@ -273,11 +347,12 @@ class BenasSearch:
         """Train the cell at ``final_n`` from scratch on the training split; report validation
         and **test** accuracy (the only read of the test split) and the costs."""
         arch = architecture_from_dict(architecture)
-        final = arch.with_size(self.config.final_n) if isinstance(arch, CellArchitecture) else arch
+        final = self.config.final_architecture(arch)
         model = nas_gym.build_model(final, self.data.input_shape, self.data.num_classes,
                                     seed=self.config.seed)
         costs = static_costs(model, self.data.input_shape)
-        config = self.train_config.replace(epochs=self.config.final_epochs)
+        config = self.train_config.replace(epochs=self.config.final_epochs,
+                                           drop_path=self.config.final_drop_path)
         run = train(model, self.data, config, seed=self.config.seed)
         costs["train_seconds"] = run.train_seconds
         val_acc, _ = evaluate(model, self.data.val_x, self.data.val_y, config.eval_batch_size)
@@ -299,6 +374,7 @@ class BenasSearch:
         report = {"config": asdict(self.config), "env_kwargs": _jsonable(self.env_kwargs),
                   "history": self.history, "selected": selected,
                   "search_seconds": search_seconds,
+                  "budget_derivation": _jsonable(self.budget_derivation),
                   "supernet": {"params": self.evaluator.supernet_params,
                                "memory_bytes": self.evaluator.supernet_memory_bytes,
                                "steps": self.evaluator.state["steps"]}}
@@ -343,6 +419,13 @@ def add_benas_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--select", choices=SELECT_RULES, default="accuracy_x_cost",
                        help="SelectCell rule (default: the paper's accuracy x cost)")
     group.add_argument("--final-n", type=int, default=3, help="N of the final model (3)")
+    group.add_argument("--final-channels", type=int, default=None,
+                       help="first-stage width of the final model (default: the search width)")
+    group.add_argument("--final-drop-path", type=float, default=0.0,
+                       help="ScheduledDropPath of the final retraining (NASNet; default 0: off)")
+    group.add_argument("--final-budget", default=None, metavar="METRIC=UPPER[,...]",
+                       help="budget of the final model; the searched cell's budget is derived "
+                            "from it (B-ENAS §4.1; replaces --budget)")
     parser.set_defaults(func=partial(_dispatch, fallback=parser.get_default("func")))
 
 
@@ -358,10 +441,22 @@ def _dispatch(args: argparse.Namespace, fallback: Callable[[argparse.Namespace],
         raise bad_value("--workers / --backend", (sc.workers, sc.backend),
                         "1 / local with --method benas (one super-network, in this process)")
     torch.set_num_threads(sc.threads)
+    final_budget = None
+    if args.final_budget is not None:
+        from .cli import parse_budget as parse_budget_text
+
+        try:
+            final_budget = parse_budget_text(args.final_budget)
+        except ValueError:
+            raise bad_value("--final-budget", args.final_budget,
+                            "metric=upper[,metric=upper...] over params, flops, memory_bytes") \
+                from None
     config = BenasConfig(env=sc.env, budget=sc.budget, epochs=args.benas_epochs,
                          child_steps=args.child_steps, controller_steps=args.controller_steps,
                          batch_size=args.benas_batch_size, select=args.select,
                          final_n=args.final_n, final_epochs=sc.final_epochs,
+                         final_channels=args.final_channels, final_budget=final_budget,
+                         final_drop_path=args.final_drop_path,
                          env_kwargs=dict(sc.env_kwargs), controller_kwargs=dict(sc.agent_kwargs),
                          seed=sc.seed, out=sc.out)
     try:
@@ -370,6 +465,10 @@ def _dispatch(args: argparse.Namespace, fallback: Callable[[argparse.Namespace],
         raise ConfigError(f"--env-kwargs: {sc.env} does not accept one of "
                           f"{sorted(sc.env_kwargs)} ({exc})") from None
     sel = report["selected"]
+    if report["budget_derivation"]:
+        print(f"cell budget {config.budget} = final budget "
+              f"{report['budget_derivation']['final_budget']} / the median final/search cost "
+              f"ratio {report['budget_derivation']['ratio']}")
     print(f"B-ENAS: {config.epochs} epochs in {report['search_seconds']:.1f}s, super-network "
           f"{report['supernet']['params']:,} params; selected ({sel['rule']}): shared-weight "
           f"accuracy {sel['accuracy']:.4f}, {sel['metric']} {sel['cost']:,.6g}, "

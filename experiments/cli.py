@@ -184,11 +184,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 #: Subcommands: name -> function adding its parser (``bench`` and ``table`` register here).
 from .bench import add_bench_command  # noqa: E402
 from .export_cmd import add_export_command  # noqa: E402
+from .reproduce import add_reproduce_command  # noqa: E402
 from .table_build import add_table_command  # noqa: E402
 
 COMMANDS: dict[str, Callable[[Any], None]] = {"search": add_search, "table": add_table_command,
                                               "bench": add_bench_command,
-                                              "export": add_export_command}
+                                              "export": add_export_command,
+                                              "reproduce": add_reproduce_command}
 
 
 def build_parser() -> argparse.ArgumentParser:

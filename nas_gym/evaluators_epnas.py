@@ -7,19 +7,26 @@ within a batch of searched models."
 
 Two parts, both reused from below, never copied:
 
-1. **Short aggressive training** (:func:`prediction_config`): the env's training config with the
-   batch ``batch_scale`` times larger (EPNAS: 128 -> 1024, x8), capped so an epoch keeps at least
-   ``min_steps_per_epoch`` steps (EPNAS keeps 44 at batch 1024 on CIFAR-10's 45k images), the
-   learning rate scaled linearly with the batch (Smith et al., EPNAS [38]; EPNAS: 0.05 -> 0.5),
-   one cosine cycle over ``epochs_fraction`` of the env's ``epochs`` (EPNAS "early stop at 10
-   epochs" of 20: 0.5), and early stopping once validation accuracy has not improved for
-   ``patience`` epochs. Training itself is :class:`~nas_gym.evaluators.TrainEvaluator` /
-   :func:`nas_gym.training.train`.
+1. **Short aggressive training** (:func:`prediction_config`), EPNAS §4 "Training details": "With
+   performance prediction (p.p.), we increase LR to 0.5 and BZ to 1024, and do early stop at 10
+   epochs" (of 20, on the cosine schedule with warm restarts T0 = 10, Tmul = 2). The env's training
+   config with the batch ``batch_scale`` times larger (EPNAS: 128 -> 1024, x8), capped so an epoch
+   keeps at least ``min_steps_per_epoch`` steps (EPNAS keeps 44 at batch 1024 on CIFAR-10's 45k
+   images); the learning rate grows as ``(batch ratio) ** lr_power`` with ``lr_power = ln 10 / ln 8``
+   (EPNAS: x8 batch, x10 lr, 0.05 -> 0.5: "learning rate and batch size ratio can be increased";
+   1.0 is the linear rule of Smith et al., EPNAS [38]); training stops after ``epochs_fraction`` of
+   the env's ``epochs`` (EPNAS: 10 of 20). The schedule is the env's when it is SGDR
+   (``"cosine_restarts"``: EPNAS's T0 = 10 makes the 10 epochs one full period), else one cosine
+   cycle over the shortened run. ``patience`` (default None, EPNAS stops at a fixed epoch) adds
+   early stopping once validation accuracy has not improved for that many epochs.
+   Training itself is :class:`~nas_gym.evaluators.TrainEvaluator` / :func:`nas_gym.training.train`.
+   With ``training="epnas_prediction"`` (already this schedule) the env passes ``derive=False``
+   and the config is used as given (no second scaling).
 
    **Decision (small datasets):** with the default floor of 32 steps per epoch the batch of
    CIFAR-10 grows as in the paper (128 -> 1024) but digits' (1079 images, batch 64 = 6% of the set,
    already a larger share than EPNAS's 1024 / 45k = 2.3%) stays as it is. Measured on CPU
-   (``experiments/benchmarks/epnas_speed.py``): batch 134 or 269 with the scaled lr trained no
+   (``experiments/benchmarks/epnas_speed.py``, linear lr rule): batch 134 or 269 with the scaled lr trained no
    faster per epoch and lost 20-30 points of validation accuracy in the short run, so on digits
    the prediction is "half the epochs + shared weights". ``min_steps_per_epoch=8`` restores the
    large batch there.
@@ -64,13 +71,21 @@ from .training import TrainConfig
 SHARE_SUFFIX = ".epnas_share.sqlite"
 
 
+#: EPNAS's learning-rate growth per batch growth: x8 batch (128 -> 1024), x10 lr (0.05 -> 0.5).
+EPNAS_LR_POWER = math.log(10) / math.log(8)
+#: Training presets that already are a prediction schedule (the "epnas" evaluator uses them as given).
+PREDICTION_PRESETS = ("epnas_prediction",)
+
+
 def prediction_config(config: TrainConfig, n_train: int, *, batch_scale: int = 8,
                       min_steps_per_epoch: int = 32, epochs_fraction: float = 0.5,
-                      patience: int | None = 2) -> TrainConfig:
+                      patience: int | None = None, lr_power: float = EPNAS_LR_POWER
+                      ) -> TrainConfig:
     """EPNAS §3.4 "performance prediction" training derived from ``config`` for ``n_train``
-    training samples (see the module docstring): larger batch, linearly scaled learning rate,
-    ``ceil(epochs * epochs_fraction)`` epochs of one cosine cycle, early stopping after
-    ``patience`` epochs without improvement."""
+    training samples (see the module docstring): larger batch, learning rate times
+    ``(batch ratio) ** lr_power``, a stop after ``ceil(epochs * epochs_fraction)`` epochs of the
+    SGDR schedule (or of one cosine cycle), early stopping after ``patience`` epochs without
+    improvement when given. EPNAS's 20-epoch config on CIFAR-10 gives batch 1024, lr 0.5, 10 epochs."""
     for name, v in (("batch_scale", batch_scale), ("min_steps_per_epoch", min_steps_per_epoch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise bad_value(name, v, "an integer >= 1")
@@ -80,13 +95,17 @@ def prediction_config(config: TrainConfig, n_train: int, *, batch_scale: int = 8
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                  or patience < 1):
         raise bad_value("patience", patience, "an integer >= 1 or None")
+    if isinstance(lr_power, bool) or not isinstance(lr_power, (int, float)) \
+            or not 0 <= lr_power <= 2:
+        raise bad_value("lr_power", lr_power, "a number in [0, 2] (1: linear scaling)")
     base = config.batch_size
     batch = max(base, min(base * batch_scale, n_train // min_steps_per_epoch))
     epochs = max(1, math.ceil(config.epochs * epochs_fraction))
     if patience is not None and patience >= epochs:
         patience = None  # it could never stop early: skip the per-epoch validation passes
-    return config.replace(batch_size=batch, lr=config.lr * batch / base, schedule="cosine",
-                          epochs=epochs, early_stop_patience=patience)
+    schedule = "cosine_restarts" if config.schedule == "cosine_restarts" else "cosine"
+    return config.replace(batch_size=batch, lr=config.lr * (batch / base) ** lr_power,
+                          schedule=schedule, epochs=epochs, early_stop_patience=patience)
 
 
 def default_share_path(store: Any) -> str | None:
@@ -108,7 +127,8 @@ class EpnasEvaluator(TrainEvaluator):
     """EPNAS performance prediction: aggressive short training from shared weights (module doc).
 
     :param data: the dataset split, on the training device.
-    :param config: the env's training config; :func:`prediction_config` derives the one used.
+    :param config: the env's training config; :func:`prediction_config` derives the one used
+        (``derive=False``: used as given - the env's choice for ``training="epnas_prediction"``).
     :param time_limit: wall-clock seconds per child (status ``"timeout"`` past it).
     :param share_path: SQLite file of the sharing dictionary (shared by processes); None keeps it
         in memory (one process). ``ProgressiveNAS-v0`` defaults it to a file next to its store.
@@ -117,7 +137,9 @@ class EpnasEvaluator(TrainEvaluator):
     :param batch_scale: batch multiplier (EPNAS: 1024 / 128 = 8); 1 keeps ``config``'s batch.
     :param min_steps_per_epoch: the enlarged batch keeps at least this many steps per epoch.
     :param epochs_fraction: share of the env's ``epochs`` trained (EPNAS: 10 / 20 = 0.5).
-    :param patience: early-stopping patience in epochs (None = train all those epochs).
+    :param patience: early-stopping patience in epochs (None = train all those epochs, EPNAS).
+    :param lr_power: learning rate x ``(batch ratio) ** lr_power`` (EPNAS: ln 10 / ln 8).
+    :param derive: False: ``config`` already is the prediction schedule; use it unchanged.
     :param max_variants: weight sets per key with different shapes (1 = EPNAS).
     :param pad: what fills dimensions the stored weights lack (``ParamShareDict``).
     :param report_test: also record test accuracy in ``extra`` (reports only, never rewards).
@@ -127,14 +149,18 @@ class EpnasEvaluator(TrainEvaluator):
                  share_path: str | os.PathLike[str] | None = None,
                  share: bool | ParamShareDict = True, batch_scale: int = 8,
                  min_steps_per_epoch: int = 32, epochs_fraction: float = 0.5,
-                 patience: int | None = 2, max_variants: int = 1, pad: str = "zero_inputs",
-                 report_test: bool = False) -> None:
+                 patience: int | None = None, max_variants: int = 1, pad: str = "zero_inputs",
+                 report_test: bool = False, lr_power: float = EPNAS_LR_POWER,
+                 derive: bool = True) -> None:
         n_train = int(data.train_x.shape[0])
-        super().__init__(data, prediction_config(
+        if not isinstance(derive, bool):
+            raise bad_value("derive", derive, "True or False")
+        predicted = prediction_config(
             config.validate(), n_train, batch_scale=batch_scale,
             min_steps_per_epoch=min_steps_per_epoch, epochs_fraction=epochs_fraction,
-            patience=patience),
-            time_limit=time_limit, report_test=report_test)
+            patience=patience, lr_power=lr_power)  # validates the arguments either way
+        super().__init__(data, predicted if derive else config, time_limit=time_limit,
+                         report_test=report_test)
         if share_path is not None and not isinstance(share_path, (str, os.PathLike)):
             raise bad_value("share_path", share_path, "a file path or None")
         self.share: ParamShareDict | None

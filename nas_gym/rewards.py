@@ -6,8 +6,11 @@ A :class:`Reward` is ``accuracy transform`` + ``penalty`` over the ``constraints
   ``penalty = 0`` if ``c < U``; ``beta * c/U + (1 - beta)`` if ``U <= c < 10U``; ``9 beta + 1`` if
   ``c >= 10U``. **Decision** (SPEC §3.1): the paper prints ``(1 - beta) U_c``; only ``(1 - beta)``
   meets the cap ``9 beta + 1`` at ``c = 10U``, so that is implemented. Upper bounds only.
-- ``"linear"`` (seed 001): ``R = P - sum_m w_m * c_m``, default ``w = {params: 10e-9,
-  flops: 2.5 * 10e-7}`` as printed in the paper (i.e. 1e-8 and 2.5e-6).
+- ``"linear"`` (seed 001 eq. 4): ``R = P - sum_m w_m * c_m``, or with reference costs
+  ``R = P - sum_m w_m * c_m / ref_m``. Named weight sets (:data:`LINEAR_WEIGHTS`): ``"printed"``
+  (absolute, ``{params: 10e-9, flops: 2.5 * 10e-7}`` as printed, i.e. 1e-8 and 2.5e-6; the default
+  of a bare ``Reward("linear")``) and ``"calibrated"`` (SPEC §3.2 Decision: ``0.05`` per term,
+  relative to ``references``, e.g. the median costs of an env's space - MacroNAS-v0's default).
 - ``"epnas"`` (EPNAS eq. 2-3): ``R = P * prod_i V(c_i)``, ``V = p ** max(max(0, c/C_u - 1),
   max(0, C_l/c - 1))``, ``p = 0.9`` per constraint; lower and upper bounds.
 - ``"none"``: ``R = P``.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .costs import COST_METRICS
@@ -31,6 +34,14 @@ from .registry import Registry
 PENALTIES = ("benas", "epnas", "linear", "none")
 ACCURACY_TRANSFORMS = ("identity", "tan")
 TAN_CLIP = 1.0 - 1e-6
+#: Named weight sets of the linear penalty (seed 001 eq. 4). ``"printed"``: the paper's
+#: coefficients as printed, per parameter and per FLOP; ``"calibrated"``: SPEC §3.2 Decision,
+#: per reference cost (the reference architecture loses 5 points per term), needs ``references``.
+LINEAR_WEIGHTS: dict[str, dict[str, float]] = {
+    "printed": {"params": 10e-9, "flops": 2.5 * 10e-7},
+    "calibrated": {"params": 0.05, "flops": 0.05},
+}
+RELATIVE_WEIGHT_SETS = ("calibrated",)
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,12 @@ def _benas(p: float, costs: Mapping[str, float], reward: Reward) -> tuple[float,
 
 @PENALTY_FNS.register("linear")
 def _linear(p: float, costs: Mapping[str, float], reward: Reward) -> tuple[float, dict[str, float]]:
-    parts = {f"penalty/{m}": w * costs[m] for m, w in reward.weights.items()}
+    refs = reward.references
+    if refs is None and reward.weight_set in RELATIVE_WEIGHT_SETS:
+        raise ConfigError(f"weights={reward.weight_set!r} is relative to reference costs: give "
+                          "references={metric: cost} (MacroNAS-v0 derives them at gym.make)")
+    parts = {f"penalty/{m}": w * costs[m] / (1.0 if refs is None else refs[m])
+             for m, w in reward.weights.items()}
     return p - sum(parts.values()), parts
 
 
@@ -142,7 +158,11 @@ class Reward:
     :param accuracy_transform: ``"identity"`` or ``"tan"`` (EAS).
     :param alpha: B-ENAS reward weight (0.1). :param beta: B-ENAS slope (1).
     :param p: EPNAS base penalty per constraint (0.9).
-    :param weights: linear-penalty weight per metric (seed 001: params 10e-9, flops 2.5*10e-7).
+    :param weights: linear-penalty weight per metric, or the name of a set in
+        :data:`LINEAR_WEIGHTS` (``"printed"``: seed 001's params 10e-9, flops 2.5*10e-7, the default;
+        ``"calibrated"``: 0.05 per term relative to ``references``).
+    :param references: None (each term is ``w_m * c_m``) or a reference cost per weighted metric
+        (each term is ``w_m * c_m / ref_m``; SPEC §3.2 Decision).
     """
 
     penalty: str = "none"
@@ -151,12 +171,35 @@ class Reward:
     alpha: float = 0.1
     beta: float = 1.0
     p: float = 0.9
-    weights: Mapping[str, float] = field(
-        default_factory=lambda: {"params": 10e-9, "flops": 2.5 * 10e-7}
-    )
+    weights: Mapping[str, float] | str = "printed"
+    references: Mapping[str, float] | None = None
+
+    @property
+    def weight_set(self) -> str | None:
+        """The name of the weight set the weights came from (None: given as a dict)."""
+        return self._weight_set
 
     def __post_init__(self) -> None:
         PENALTY_FNS.get(self.penalty, "penalty")
+        name = None
+        if isinstance(self.weights, str):
+            if self.weights not in LINEAR_WEIGHTS:
+                raise bad_value("weights", self.weights, sorted(LINEAR_WEIGHTS))
+            name = self.weights
+            object.__setattr__(self, "weights", dict(LINEAR_WEIGHTS[name]))
+        elif not isinstance(self.weights, Mapping):
+            raise bad_value("weights", self.weights,
+                            f"a dict {{metric: weight}} or one of {sorted(LINEAR_WEIGHTS)}")
+        object.__setattr__(self, "_weight_set", name)
+        if self.references is not None:
+            if not isinstance(self.references, Mapping):
+                raise bad_value("references", self.references, "None or a dict {metric: cost}")
+            for m in self.weights:
+                ref = self.references.get(m)
+                if (isinstance(ref, bool) or not isinstance(ref, (int, float))
+                        or not math.isfinite(ref) or ref <= 0):
+                    raise bad_value(f"references[{m!r}]", ref,
+                                    "a finite cost > 0 for every weighted metric")
         if self.accuracy_transform not in ACCURACY_TRANSFORMS:
             raise bad_value("accuracy_transform", self.accuracy_transform, ACCURACY_TRANSFORMS)
         if not 0 <= self.alpha <= 1:

@@ -245,6 +245,10 @@ class CellSuperNet(SuperNet):
             if len(cell.blocks) > self.max_blocks:
                 raise ArchitectureError(f"a cell of {len(cell.blocks)} blocks; the super-network "
                                         f"holds {self.max_blocks} (evaluator_kwargs max_blocks)")
+            if any(b.combine != "add" for b in cell.blocks):
+                raise ArchitectureError("a block with combine='concat': the super-network adds "
+                                        "a block's two paths (ENAS); train it with "
+                                        "evaluator='train'")
             bad = sorted({op for b in cell.blocks for op in (b.op1, b.op2)} - set(self.ops))
             if bad:
                 raise ArchitectureError(f"ops {bad} are not in the super-network's ops "

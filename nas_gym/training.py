@@ -62,6 +62,10 @@ class TrainConfig:
     """Stop when validation accuracy has not improved for this many epochs (EPNAS prediction)."""
     eval_batch_size: int = 1024
     """Batch size of ``evaluate``."""
+    drop_path: float = 0.0
+    """ScheduledDropPath (NASNet, lecture 003: "each path in the cell is dropped out with a
+    probability that is linearly increased over the course of training"): the probability reached
+    at the last step, 0 at the first; 0 = off. Acts on modules with a ``drop_path_prob``."""
 
     def validate(self) -> TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "restart_epochs", "restart_mult"):
@@ -82,6 +86,8 @@ class TrainConfig:
             raise bad_value("schedule", self.schedule, SCHEDULES)
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise bad_value("grad_clip", self.grad_clip, "a number > 0 or None")
+        if not 0 <= self.drop_path < 1:
+            raise bad_value("drop_path", self.drop_path, "a probability in [0, 1)")
         if self.early_stop_patience is not None and self.early_stop_patience < 1:
             raise bad_value("early_stop_patience", self.early_stop_patience, "an integer >= 1 or None")
         return self
@@ -90,8 +96,12 @@ class TrainConfig:
         return dataclasses.replace(self, **changes).validate()
 
     def fingerprint(self) -> dict[str, Any]:
-        """Everything that changes the trained child (goes into evaluation-store keys)."""
-        return dataclasses.asdict(self)
+        """Everything that changes the trained child (goes into evaluation-store keys); an unused
+        ``drop_path`` is left out, so the keys of runs without it are as before it existed."""
+        fp = dataclasses.asdict(self)
+        if not self.drop_path:
+            del fp["drop_path"]
+        return fp
 
 
 #: Training presets per paper (SPEC §6). "digits" is the quick offline default.
@@ -102,9 +112,13 @@ PRESETS: dict[str, TrainConfig] = {
     "benas": TrainConfig(epochs=150, batch_size=160, lr=0.05, lr_min=0.001,
                          schedule="cosine_restarts", restart_epochs=10, restart_mult=2),
     "eas": TrainConfig(epochs=20, batch_size=64, lr=0.02, lr_min=1e-4, grad_clip=None),
-    "epnas": TrainConfig(epochs=20, batch_size=128, lr=0.05, grad_clip=None),
-    "epnas_prediction": TrainConfig(epochs=10, batch_size=1024, lr=0.5, grad_clip=None,
-                                    early_stop_patience=2),
+    # EPNAS §4: 20 epochs, BZ 128, Nesterov, cosine l_max 0.05, l_min 0.001, T0 10, Tmul 2; with
+    # performance prediction LR 0.5, BZ 1024, "early stop at 10 epochs" (one SGDR period)
+    "epnas": TrainConfig(epochs=20, batch_size=128, lr=0.05, lr_min=0.001, grad_clip=None,
+                         schedule="cosine_restarts", restart_epochs=10, restart_mult=2),
+    "epnas_prediction": TrainConfig(epochs=10, batch_size=1024, lr=0.5, lr_min=0.001,
+                                    grad_clip=None, schedule="cosine_restarts",
+                                    restart_epochs=10, restart_mult=2),
     "seed001": TrainConfig(epochs=50, batch_size=64, optimizer="adam", lr=1e-3, lr_min=1e-3,
                            schedule="constant", weight_decay=0.0, grad_clip=None),
     # NAS-Bench-Macro (Su et al. CVPR 2021): SGD 0.1, momentum 0.9, wd 5e-4, batch 256, 50 epochs,
@@ -194,6 +208,7 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
     status, message, steps, loss_value = "ok", "", 0, float("nan")
     best_val, stale = -1.0, 0
     optimizer = scheduler = None
+    paths: list[nn.Module] = []
     try:
         model.to(device)
         if device.type == "cuda":  # channels_last: tensor-core friendly layout on CUDA only.
@@ -203,12 +218,19 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
         model.train()
         optimizer = make_optimizer(model, config)
         scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
+        paths = [m for m in model.modules() if hasattr(m, "drop_path_prob")] \
+            if config.drop_path else []
+        for m in paths:
+            m.drop_path_gen = gen
+        total_steps = config.epochs * steps_per_epoch
         for epoch in range(config.epochs):
             perm = torch.randperm(n, generator=gen, device=device)
             running = torch.zeros((), device=device)
             for i in range(steps_per_epoch):
                 idx = perm[i * batch:(i + 1) * batch]
                 x = augment_batch(x_all[idx], gen, augment)
+                for m in paths:  # ScheduledDropPath: linear from 0 to config.drop_path
+                    m.drop_path_prob = config.drop_path * steps / max(1, total_steps - 1)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 with _autocast(device):
@@ -249,6 +271,8 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
         status, message = "oom", f"{type(exc).__name__}: {exc}"
         optimizer = scheduler = None
         _free(device)
+    for m in paths:  # the trained model is deterministic again (and holds no generator)
+        m.drop_path_prob, m.drop_path_gen = 0.0, None
     return TrainResult(status=status, epochs=steps / steps_per_epoch, steps=steps,
                        train_seconds=time.perf_counter() - start, final_loss=loss_value,
                        message=message)

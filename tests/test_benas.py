@@ -104,3 +104,35 @@ def test_cli_method_benas(tmp_path, capsys):
     final = report["final"]
     assert final["architecture"]["n_normal"] == 3 and 0 <= final["test_accuracy"] <= 1
     assert final["costs"]["train_seconds"] > 0 and final["costs"]["params"] > 0
+
+
+def test_cell_budget_derived_from_the_final_budget() -> None:
+    """§4.1: "we have to estimate the U_c of the cell according to the U_c of the complete model":
+    the derived cell budget x the N=3 / N=1 cost ratio = the final model's budget."""
+    import numpy as np
+
+    from experiments.benas import derive_budget
+    from nas_gym.arch.base import architecture_from_dict
+
+    cfg = BenasConfig(final_budget={"params": 150_000}, budget_samples=6, env_kwargs=SPACE,
+                      epochs=1, child_steps=1, controller_steps=0, select_samples=1,
+                      final_epochs=0)
+    budget, how = derive_budget(cfg)
+    ratio = how["ratio"]["params"]
+    assert budget["params"] * ratio == pytest.approx(150_000)
+    shape, classes = (1, 8, 8), 10
+    archs = [architecture_from_dict(a) for a in how["samples"]]
+    assert len(archs) == 6 and len({json.dumps(a.to_dict()) for a in archs}) > 1
+    by_hand = [count_params(nas_gym.build_model(a.with_size(3), shape, classes))
+               / count_params(nas_gym.build_model(a, shape, classes)) for a in archs]
+    assert ratio == pytest.approx(float(np.median(by_hand))) and ratio > 1
+    search = BenasSearch(cfg)  # the env's B-ENAS penalty uses the derived budget
+    (constraint,) = search.env.unwrapped.reward_fn.constraints
+    assert constraint.metric == "params" and constraint.upper == pytest.approx(budget["params"])
+    assert cfg.final_architecture(archs[0]).n_normal == 3
+    wide = BenasConfig(final_channels=32, env_kwargs=SPACE)
+    assert wide.final_architecture(archs[0]).channels == 32
+    with pytest.raises(ValueError, match="final_budget"):
+        BenasConfig(final_budget={"train_seconds": 5}).validate()
+    with pytest.raises(ValueError, match="final_channels"):
+        BenasConfig(final_channels=0).validate()

@@ -218,8 +218,17 @@ def test_same_seed_same_episodes() -> None:
 
 def test_default_reward_is_seed001_linear_and_other_penalties_work() -> None:
     rng = np.random.default_rng(2)
-    reward, info = run_episode(make(), rng, seed=0)
+    env = make()
+    reward, info = run_episode(env, rng, seed=0)
+    c, ref = info["costs"], env.reference_costs
+    # the calibrated default (SPEC §3.2 Decision): 0.05 per term, relative to the space's medians
+    assert reward == pytest.approx(info["accuracy"] - 0.05 * c["params"] / ref["params"]
+                                   - 0.05 * c["flops"] / ref["flops"])
+    # the literal print stays available as a named weight set (this part is about the print)
+    printed = make(penalty_kwargs={"weights": "printed"})
+    reward, info = run_episode(printed, np.random.default_rng(2), seed=0)
     c = info["costs"]
+    assert printed.reference_costs is None
     assert reward == pytest.approx(info["accuracy"] - 10e-9 * c["params"] - 2.5 * 10e-7 * c["flops"])
     for penalty in ("benas", "epnas", "none", "linear"):
         env = make(penalty=penalty, budget={"params": 1_000}, accuracy_transform="tan")
@@ -310,3 +319,44 @@ def test_bad_input_raises_at_make(kwargs, needle) -> None:
 def test_build_model_rejects_malformed_macro_architectures(arch) -> None:
     with pytest.raises(ArchitectureError):
         nas_gym.build_model(arch, (1, 8, 8), 10)
+
+
+def test_calibrated_reward_prefers_seed001_model2_where_the_print_only_counts_flops() -> None:
+    """Seed 001 §4.3: model 2 (161,346 params, ~10% fewer FLOPs, 0.717) against model 1
+    (239,642 params, 90,800,128 FLOPs, 0.7245): "33% less no of parameters ... with negligible
+    difference in accuracy". The calibrated reward (references = the medians of the seed-001 space
+    on CIFAR-sized inputs) prefers model 2; the printed weights give model 1 a FLOPs penalty of
+    ~227, far beyond any accuracy (SPEC §3.2 Decision)."""
+    from nas_gym.arch.macro import MacroArchitecture
+    from nas_gym.envs.macro_nas import PRESETS, MacroGrammar, reference_costs
+    from nas_gym.models.macro import macro_costs
+    from nas_gym.rewards import Reward
+
+    cfg = PRESETS["seed001"]
+    grammar = MacroGrammar(cfg["filters"], cfg["kernels"], cfg["strides"], cfg["min_layers"],
+                           cfg["max_layers"], False, (32, 32))
+    def costs_of(layers):
+        return macro_costs(MacroArchitecture(layers=layers, head="flatten"), (3, 32, 32), 10)
+
+    refs = reference_costs(grammar, costs_of)
+    assert refs == reference_costs(grammar, costs_of)  # fixed seed
+    model1 = (0.7245, {"params": 239_642, "flops": 90_800_128})
+    model2 = (0.717, {"params": 161_346, "flops": 0.9 * 90_800_128})
+    calibrated = Reward("linear", weights="calibrated", references=refs)
+    assert calibrated(*model2)[0] > calibrated(*model1)[0]
+    assert Reward("none")(*model1)[0] > Reward("none")(*model2)[0]  # accuracy alone: model 1
+    _, parts = calibrated(*model1)
+    assert 0 < parts["penalty"] < 1  # on the scale of accuracy
+    _, printed = Reward("linear", weights="printed")(*model1)
+    assert printed["penalty/flops"] == pytest.approx(227.0, rel=1e-3)
+
+
+def test_linear_weights_and_references_are_checked_at_make() -> None:
+    with pytest.raises(ValueError, match="weights"):
+        make(penalty_kwargs={"weights": "literal"})
+    with pytest.raises(ValueError, match=r"references\['flops'\]"):
+        make(penalty_kwargs={"weights": "calibrated", "references": {"params": 1000}})
+    env = make(penalty_kwargs={"weights": "calibrated",
+                               "references": {"params": 1000, "flops": 2000}})
+    assert env.reference_costs is None and env.reward_fn.references == {"params": 1000,
+                                                                        "flops": 2000}

@@ -294,12 +294,13 @@ def test_prediction_config_and_store_cache_decision(tmp_path) -> None:
     base = TrainConfig(batch_size=128, lr=0.05, epochs=20)
     cfg = prediction_config(base, 45_000)  # CIFAR-10: EPNAS's batch 1024, 10 of 20 epochs
     assert (cfg.batch_size, cfg.epochs, cfg.early_stop_patience, cfg.schedule) == (
-        1024, 10, 2, "cosine")
-    assert cfg.lr == pytest.approx(0.4)
+        1024, 10, None, "cosine")
+    assert cfg.lr == pytest.approx(0.5)  # EPNAS: x8 batch, x10 lr
     digits = TrainConfig(batch_size=64, lr=0.05, epochs=4)
     cfg = prediction_config(digits, 1079)  # 64 is already 6% of the set: kept; 2 epochs
     assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.early_stop_patience) == (64, 0.05, 2, None)
-    cfg = prediction_config(digits, 1079, min_steps_per_epoch=8)  # 64 x 8 capped at 1079 // 8
+    cfg = prediction_config(digits, 1079, min_steps_per_epoch=8,  # 64 x 8 capped at 1079 // 8
+                            lr_power=1.0)  # the linear rule of Smith et al.
     assert cfg.batch_size == 134 and cfg.lr == pytest.approx(0.05 * 134 / 64)
     store = tmp_path / "evals.sqlite"
     assert default_share_path(str(store)) == str((tmp_path / "evals.epnas_share.sqlite").resolve())

@@ -92,6 +92,13 @@ def test_linear_reward_by_hand() -> None:
     assert parts["penalty/params"] == pytest.approx(0.002)
     custom = Reward("linear", weights={"latency_ms": 0.01})
     assert custom(0.5, {"latency_ms": 10.0})[0] == pytest.approx(0.4)
+    relative = Reward("linear", weights="calibrated", references={"params": 100_000,
+                                                                   "flops": 5_000})
+    reward, parts = relative(0.7, {"params": 200_000, "flops": 10_000})
+    assert reward == pytest.approx(0.7 - 0.05 * 2 - 0.05 * 2)
+    assert relative.weight_set == "calibrated" and Reward("linear").weight_set == "printed"
+    with pytest.raises(ConfigError, match="references"):
+        Reward("linear", weights="calibrated")(0.7, {"params": 1, "flops": 1})
 
 
 def test_tan_transform_composes_with_any_penalty() -> None:

@@ -2,7 +2,9 @@
 
 A cell has ``b`` blocks; block ``i`` reads two inputs among: the output of cell k-2 (index 0),
 of cell k-1 (index 1) and of blocks ``0..i-1`` (indices ``2..i+1``), applies one op to each and adds
-them. The cell's output concatenates its loose ends (blocks no other block reads) and projects them
+them (``combine="add"``, ENAS / B-ENAS) or concatenates them (``"concat"``; NASNet's Step 5 "select
+a method to combine the outputs ... to create a new hidden state"; **Decision:** a 1x1 conv brings
+the concatenation back to the cell width, so every state keeps one width). The cell's output concatenates its loose ends (blocks no other block reads) and projects them
 back to the cell width with a 1x1 conv. B-ENAS uses one cell for both normal and reduction
 positions (``reduction=None``); ENAS / NASNet sample a second, reduction cell.
 
@@ -46,18 +48,23 @@ NASNET_OPS: tuple[str, ...] = (
 #: Every op name a cell may use (the builders in ``nas_gym.models.cell_ops`` implement each).
 ALL_OPS: frozenset[str] = frozenset(ENAS_OPS) | frozenset(NASNET_OPS)
 
+#: How a block combines its two paths (NASNet Step 5).
+COMBINES: tuple[str, ...] = ("add", "concat")
+
 #: Named op sets accepted by ``ops=`` of CellNAS-v0.
 OP_SETS: dict[str, tuple[str, ...]] = {"enas": ENAS_OPS, "nasnet": NASNET_OPS}
 
 
 @dataclass(frozen=True)
 class Block:
-    """``op1(input in1) + op2(input in2)``; inputs: 0 = cell k-2, 1 = cell k-1, j+2 = block j."""
+    """``op1(input in1) + op2(input in2)`` (or their concatenation, ``combine="concat"``);
+    inputs: 0 = cell k-2, 1 = cell k-1, j+2 = block j."""
 
     in1: int
     in2: int
     op1: str
     op2: str
+    combine: str = "add"
 
 
 @dataclass(frozen=True)
@@ -70,11 +77,15 @@ class Cell:
         return tuple(j for j in range(len(self.blocks)) if j not in read)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"blocks": [[b.in1, b.in2, b.op1, b.op2] for b in self.blocks]}
+        """Blocks as ``[in1, in2, op1, op2]``, plus the combine when it is not ``"add"`` (so the
+        canonical form, and the store keys, of add-only cells are as before the choice existed)."""
+        return {"blocks": [[b.in1, b.in2, b.op1, b.op2]
+                           + ([b.combine] if b.combine != "add" else []) for b in self.blocks]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
-        return cls(tuple(Block(int(a), int(b), str(c), str(d)) for a, b, c, d in data["blocks"]))
+        return cls(tuple(Block(int(b[0]), int(b[1]), str(b[2]), str(b[3]),
+                               str(b[4]) if len(b) > 4 else "add") for b in data["blocks"]))
 
 
 @register_architecture
@@ -128,6 +139,8 @@ class CellArchitecture(Architecture):
                         f"{name} block {i}: {slot}={ind} must be in [0, {i + 1}] "
                         "(0 = cell k-2, 1 = cell k-1, j+2 = block j < i)",
                     )
+                require(b.combine in COMBINES, f"{name} block {i}: combine={b.combine!r} is not "
+                                               f"accepted; expected one of {list(COMBINES)}")
                 for slot, op in (("op1", b.op1), ("op2", b.op2)):
                     require(op in ALL_OPS, f"{name} block {i}: {slot}={op!r} is not accepted; "
                                            f"expected one of {sorted(ALL_OPS)}")

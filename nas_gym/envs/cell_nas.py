@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..arch.cell import OP_SETS, Block, Cell, CellArchitecture
+from ..arch.cell import COMBINES, OP_SETS, Block, Cell, CellArchitecture
 from ..costs import count_params
 from ..errors import bad_value
 from ..hard_budget import HardBudget, token_rollout
@@ -14,7 +14,8 @@ from ..models.cell_ops import OPS
 from .base import TokenEnv
 
 REDUCTION_MODES = ("shared", "separate")
-SLOT_TYPES = ("input", "input", "op", "op")
+SLOT_TYPES = ("input", "input", "op", "op", "combine")
+COMBINE_MODES = (*COMBINES, "search")
 
 
 class CellNASEnv(TokenEnv):
@@ -28,9 +29,10 @@ class CellNASEnv(TokenEnv):
     ## Action Space
     ``Discrete(n)`` with ``n = max(max_blocks - min_blocks + 1, max_blocks + 1, len(ops))``, masked
     per decision. Token order (SPEC **Decision**): ``b`` first (action ``k`` = ``min_blocks + k``
-    blocks), then per block ``ind1, ind2, op1, op2``. Input index 0 = cell k-2, 1 = cell k-1,
+    blocks), then per block ``ind1, ind2, op1, op2`` (and ``combine`` with ``combine="search"``:
+    0 = add, 1 = concat, NASNet's Step 5). Input index 0 = cell k-2, 1 = cell k-1,
     ``j + 2`` = block ``j``; op ``k`` = ``ops[k]``. ``info["token_type"]`` is ``"num_blocks"``,
-    ``"input"`` or ``"op"``. With ``reduction="separate"`` a reduction cell follows the normal one.
+    ``"input"``, ``"op"`` or ``"combine"``. With ``reduction="separate"`` a reduction cell follows the normal one.
 
     ## Observation Space
     ``MultiDiscrete([n + 1] * max_tokens)``: emitted tokens + 1, zero padded.
@@ -43,12 +45,18 @@ class CellNASEnv(TokenEnv):
     An empty token sequence.
 
     ## Episode End
-    Terminates when the last cell is complete (``1 + 4b`` tokens per cell). Never truncates.
+    Terminates when the last cell is complete (``1 + 4b`` tokens per cell, ``1 + 5b`` with
+    ``combine="search"``). Never truncates.
 
     ## Arguments
     - ``min_blocks`` (2), ``max_blocks`` (7): range of ``b``.
     - ``ops``: ``"enas"`` (5 ops, default), ``"nasnet"`` (13 ops) or a sequence of op names.
     - ``reduction``: ``"shared"`` (B-ENAS: one cell for both) or ``"separate"`` (ENAS / NASNet).
+    - ``combine``: how a block joins its two paths: ``"add"`` (ENAS / B-ENAS), ``"concat"``
+      (concatenation, then a 1x1 conv back to the cell width) or ``"search"`` (a token per block,
+      NASNet Step 5). Default None: ``"search"`` with ``ops="nasnet"`` (NASNet's space) unless
+      ``evaluator="shared"`` (the super-network adds paths, so only ``"add"`` runs there), else
+      ``"add"``.
     - ``n_normal`` (1): N during search ("3-layer" model); ``channels`` (8): first-stage width,
       sized for the quick digits default (B-ENAS / ENAS use 20-36 on CIFAR-10).
     - ``hard_budget`` (False): mask actions after which no completion meets the budget's upper
@@ -64,6 +72,8 @@ class CellNASEnv(TokenEnv):
 
     ## Version History
     - v0: initial version.
+    - v0 (issue 16): ``combine`` added; with ``ops="nasnet"`` the combine is searched by default
+      (one more token per block).
     """
 
     default_metric = "params"
@@ -72,7 +82,17 @@ class CellNASEnv(TokenEnv):
 
     def __init__(self, *, min_blocks: int = 2, max_blocks: int = 7, ops: Any = "enas",
                  reduction: str = "shared", n_normal: int = 1, channels: int = 8,
-                 **common: Any) -> None:
+                 combine: str | None = None, **common: Any) -> None:
+        shared = common.get("evaluator") == "shared"
+        if combine is None:
+            combine = "search" if ops == "nasnet" and not shared else "add"
+        if combine not in COMBINE_MODES:
+            raise bad_value("combine", combine, COMBINE_MODES)
+        if shared and combine != "add":
+            raise bad_value("combine", combine, "'add' with evaluator='shared' (the "
+                                                "super-network adds a block's two paths)")
+        self.combine = combine
+        self._slots = 5 if combine == "search" else 4
         for name, v in (("min_blocks", min_blocks), ("max_blocks", max_blocks),
                         ("n_normal", n_normal), ("channels", channels)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -97,7 +117,7 @@ class CellNASEnv(TokenEnv):
         self.reduction, self.n_normal, self.channels = reduction, n_normal, channels
         self.n_cells = 2 if reduction == "separate" else 1
         self.n_actions = max(max_blocks - min_blocks + 1, max_blocks + 1, len(ops))
-        self.max_tokens = self.n_cells * (1 + 4 * max_blocks)
+        self.max_tokens = self.n_cells * (1 + self._slots * max_blocks)
         self._init_spaces()
         self._budget: HardBudget | None = None
         if self.hard_budget:
@@ -110,12 +130,12 @@ class CellNASEnv(TokenEnv):
     # -- grammar ---------------------------------------------------------------------------------
     def _position(self) -> tuple[int, int, int]:
         """(cell, block, slot) of the next token; block -1 = the cell's num_blocks token."""
-        start, cell, t = 0, 0, self._tokens
+        start, cell, t, k = 0, 0, self._tokens, self._slots
         while start < len(t):
-            end = start + 1 + 4 * (self.min_blocks + t[start])
+            end = start + 1 + k * (self.min_blocks + t[start])
             if len(t) < end:
                 within = len(t) - start - 1
-                return cell, within // 4, within % 4
+                return cell, within // k, within % k
             start, cell = end, cell + 1
         return cell, -1, 0
 
@@ -130,6 +150,8 @@ class CellNASEnv(TokenEnv):
             mask[: self.max_blocks - self.min_blocks + 1] = True
         elif slot < 2:
             mask[: block + 2] = True
+        elif slot == 4:
+            mask[: len(COMBINES)] = True
         else:
             mask[: len(self.ops)] = True
         return mask
@@ -138,16 +160,18 @@ class CellNASEnv(TokenEnv):
         return len(self._cells_so_far()) == self.n_cells
 
     def _cells_so_far(self) -> list[Cell]:
-        cells, start, t = [], 0, self._tokens
+        cells, start, t, k = [], 0, self._tokens, self._slots
         while start < len(t):
             b = self.min_blocks + t[start]
-            end = start + 1 + 4 * b
+            end = start + 1 + k * b
             if end > len(t):
                 break
             body = t[start + 1:end]
             cells.append(Cell(tuple(
-                Block(body[4 * i], body[4 * i + 1], self.ops[body[4 * i + 2]],
-                      self.ops[body[4 * i + 3]]) for i in range(b))))
+                Block(body[k * i], body[k * i + 1], self.ops[body[k * i + 2]],
+                      self.ops[body[k * i + 3]],
+                      COMBINES[body[k * i + 4]] if k == 5 else self.combine)
+                for i in range(b))))
             start = end
         return cells
 

@@ -36,7 +36,7 @@ from ..table import default_table
 from ..training import PRESETS, TrainConfig, get_preset, import_compiler_stack
 
 INVALID_ACTION_MODES = ("remap", "raise")
-PENALTY_KWARGS = ("alpha", "beta", "p", "weights")
+PENALTY_KWARGS = ("alpha", "beta", "p", "weights", "references")
 STATEFUL_EVALUATORS = ("shared", "epnas")  # hold weights across children: one process only
 
 
@@ -204,6 +204,9 @@ def build_components(
     if isinstance(evaluator, str):
         factory = EVALUATORS.get(evaluator, "evaluator")
         name = evaluator
+        if evaluator == "epnas" and isinstance(training, str) \
+                and training in evaluators_epnas.PREDICTION_PRESETS:  # no second scaling
+            evaluator_kwargs = {"derive": False, **dict(evaluator_kwargs or {})}
         local = factory(data, config, time_limit=time_limit, **dict(evaluator_kwargs or {}))
         evaluator = local
         if remote is None and not getattr(local, "simulated_time", False):

@@ -43,6 +43,7 @@ from ..transforms import legal_deepen_positions, legal_widen_layers
 from .base import NasEnv
 
 REWARD_MODES = ("episode", "step")
+PROTOCOLS = ("free", "eas")
 LAYER_TYPES = ("empty", "conv", "max_pool", "avg_pool", "fc")  # observation type codes
 SLOT_NVEC = (len(LAYER_TYPES), len(CONV_WIDTHS) + 1, 4)  # type, width level, kernel / pool code
 
@@ -88,6 +89,17 @@ class Net2NetEnv(NasEnv):
     while deepen steps remain and the net has fewer than ``L`` layers; stop always.
     ``info["token_type"]`` is ``"transform"`` (``"done"`` after the last step).
 
+    ``protocol="eas"`` (EAS §"Start with Small Network": "5 steps of Net2Deeper action and 4 steps
+    of Net2Wider action"; the Net2Wider actor "simultaneously determines whether each layer should
+    be extended"): the episode is exactly ``max_wider`` wider steps, then ``max_deeper`` deeper
+    steps (the order of the EAS authors' released search script), never stopped early. A wider step
+    is one binary decision per widenable layer (below the top level), one sub-step each in layer
+    order (``info["token_type"] = "widen_layer"``, ``info["layer"] = l``; legal actions: ``l`` =
+    widen it, the last action = keep it); the network, so the observation, stays as it was until
+    the step's last decision, then every selected layer is widened. A deeper step
+    (``"deepen"``) allows only the deepen actions. A step whose decisions have no legal choice is
+    skipped (counted as taken).
+
     ## Observation Space
     ``MultiDiscrete([5, 12, 4] * L + [max_deeper + 1, max_wider + 1])``: per layer slot its type
     (0 empty, 1 conv, 2 max pool, 3 avg pool, 4 fc), width level (number of ``CONV_WIDTHS`` /
@@ -129,7 +141,10 @@ class Net2NetEnv(NasEnv):
     - ``max_layers``: layer slots of the action / observation spaces; default start layers +
       ``max_deeper``.
     - ``start_epochs``: training of a start net without weights; default ``5 * epochs``.
-    - ``reward_mode``: ``"episode"`` or ``"step"`` (see Rewards).
+    - ``reward_mode``: ``"episode"`` or ``"step"`` (see Rewards; in ``protocol="eas"`` a step
+      reward follows each complete wider or deeper step, sub-steps get 0).
+    - ``protocol``: ``"free"`` (default: any transform or stop per step) or ``"eas"`` (see
+      Action Space).
     - ``widen_noise`` (0.0): Net2Wider symmetry-breaking noise (relative std). With 0 the
       function is kept exactly, but a replicated unit and its original get identical gradients
       and stay copies through fine-tuning (measured), so widening adds parameters, not capacity;
@@ -150,6 +165,7 @@ class Net2NetEnv(NasEnv):
 
     ## Version History
     - v0: initial version.
+    - v0 (issue 16): ``protocol="eas"`` added; the default protocol is unchanged.
     """
 
     default_metric = "params"
@@ -159,7 +175,10 @@ class Net2NetEnv(NasEnv):
     def __init__(self, *, start_net: Any = None, max_deeper: int = 5, max_wider: int = 4,
                  max_layers: int | None = None, start_epochs: int | None = None,
                  reward_mode: str = "episode", widen_noise: float = 0.0,
-                 save_weights: bool = True, **common: Any) -> None:
+                 save_weights: bool = True, protocol: str = "free", **common: Any) -> None:
+        if protocol not in PROTOCOLS:
+            raise bad_value("protocol", protocol, PROTOCOLS)
+        self.protocol = protocol
         for name, v in (("max_deeper", max_deeper), ("max_wider", max_wider)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise bad_value(name, v, "an integer >= 0")
@@ -272,6 +291,8 @@ class Net2NetEnv(NasEnv):
 
     def _valid(self) -> np.ndarray:
         L, mask = self.max_layers, np.zeros(self.action_space.n, dtype=bool)
+        if self.protocol == "eas":
+            return self._eas_valid(mask)
         mask[self.stop_action] = True
         if self._wider_left > 0:
             mask[legal_widen_layers(self._arch)] = True
@@ -299,9 +320,50 @@ class Net2NetEnv(NasEnv):
         return obs
 
     def _info(self, invalid: bool) -> dict[str, Any]:
-        return {"action_mask": self._mask.astype(np.int8),
-                "token_type": "done" if self._done else "transform", "invalid_action": invalid,
+        token = "transform"
+        if self.protocol == "eas":
+            token = "widen_layer" if self._queue else "deepen"
+        info = {"action_mask": self._mask.astype(np.int8),
+                "token_type": "done" if self._done else token, "invalid_action": invalid,
                 "num_transforms": len(self._transforms), "architecture": self._arch.to_dict()}
+        if self.protocol == "eas":
+            info["layer"] = self._queue[0] if self._queue and not self._done else -1
+        return info
+
+    # -- EAS protocol (see Action Space) ---------------------------------------------------------
+    def _eas_valid(self, mask: np.ndarray) -> np.ndarray:
+        """The next decision's mask; opens the next wider step's layer queue when due."""
+        L = self.max_layers
+        while self._wider_left > 0 and not self._queue:  # a new wider step
+            self._queue, self._picks = list(legal_widen_layers(self._arch)), []
+            if not self._queue:  # nothing to widen: the step is taken, empty
+                self._wider_left -= 1
+        if self._queue:
+            mask[[self._queue[0], self.stop_action]] = True
+        elif self._deeper_left > 0 and len(self._arch.layers) < L:
+            for p in legal_deepen_positions(self._arch, "conv"):
+                mask[L + 3 * p: L + 3 * p + 3] = True
+            mask[[L + 3 * (L + 1) + p for p in legal_deepen_positions(self._arch, "fc")]] = True
+        return mask
+
+    def _eas_records(self, a: int) -> list[dict[str, Any]]:
+        """The transform records a decision completes (none inside a wider step)."""
+        if not self._queue:
+            self._deeper_left -= 1
+            return [self._decode(a)]
+        layer = self._queue.pop(0)
+        if a != self.stop_action:
+            self._picks.append(layer)
+        if self._queue:
+            return []
+        self._wider_left -= 1
+        return [{**self._decode(la), "layer": la} for la in self._picks]
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        record["seed"] = int(sha256_of({"seed": self.components.seed, "parent": self.start_key,
+                                        "path": [*self._transforms, record]})[:15], 16)
+        self._model = apply_transform(self._model, record, self.data)
+        self._transforms.append(record)
 
     # -- evaluation ------------------------------------------------------------------------------
     def _evaluate(self, model: nn.Module, transforms: list[dict[str, Any]]) -> dict[str, Any]:
@@ -322,6 +384,8 @@ class Net2NetEnv(NasEnv):
         self._prepare_start()
         self._arch, self._model, self._transforms = self.start_arch, self._start_model, []
         self._deeper_left, self._wider_left = self.max_deeper, self.max_wider
+        self._queue, self._picks = [], []
+        self._last_reward: float | None = None
         self._done = False
         self._mask = self._valid()
         return self._obs(), self._info(False)
@@ -330,25 +394,25 @@ class Net2NetEnv(NasEnv):
         self._check_can_step(self._done)
         a, invalid = self._check_action(action, self._mask)
         reward, terminal = 0.0, None
-        stop = a == self.stop_action
-        if not stop:
-            record = self._decode(a)
-            record["seed"] = int(sha256_of({"seed": self.components.seed, "parent": self.start_key,
-                                            "path": [*self._transforms, record]})[:15], 16)
-            self._model = apply_transform(self._model, record, self.data)
+        stop = a == self.stop_action and self.protocol == "free"
+        if self.protocol == "eas":
+            records = self._eas_records(a)
+            for record in records:
+                self._apply(record)
             self._arch = self._model.architecture
-            self._transforms.append(record)
+            if records and self.reward_mode == "step":
+                terminal, reward = self._step_reward()
+            self._mask = self._valid()
+        elif not stop:
+            record = self._decode(a)
+            self._apply(record)
+            self._arch = self._model.architecture
             if record["op"] == "widen":
                 self._wider_left -= 1
             else:
                 self._deeper_left -= 1
             if self.reward_mode == "step":
-                if self._start_reward is None:
-                    self._start_reward = self._evaluate(self._start_model, [])["reward"]
-                before = self._start_reward if len(self._transforms) == 1 else self._last_reward
-                terminal = self._evaluate(self._model, self._transforms)
-                self._last_reward = terminal["reward"]
-                reward = self._last_reward - before
+                terminal, reward = self._step_reward()
             self._mask = self._valid()
         self._done = stop or not self._mask[:-1].any()
         if self._done:
@@ -362,6 +426,15 @@ class Net2NetEnv(NasEnv):
             info.update(terminal)
             self.last_info = info
         return self._obs(), float(reward), self._done, False, info
+
+    def _step_reward(self) -> tuple[dict[str, Any], float]:
+        """``reward_mode="step"``: the fine-tuned net so far and the change of its reward."""
+        if self._start_reward is None:
+            self._start_reward = self._evaluate(self._start_model, [])["reward"]
+        before = self._start_reward if self._last_reward is None else self._last_reward
+        terminal = self._evaluate(self._model, self._transforms)
+        self._last_reward = terminal["reward"]
+        return terminal, self._last_reward - before
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":

@@ -10,9 +10,18 @@ from .builder import register_builder
 from .cell_ops import OPS, FactorizedReduce, ReLUConvBN
 
 
+def drop_path(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
+    """Zero whole samples of a path with probability ``p``, scale the rest by ``1 / (1 - p)``."""
+    keep = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
+    keep.bernoulli_(1.0 - p, generator=gen)
+    return x * keep / (1.0 - p)
+
+
 class CellModule(nn.Module):
     """One cell. ``reduction``: ops reading the cell inputs use stride 2 (identity becomes a
-    factorized reduce). ``reduce_prev``: the k-2 input is twice the size of k-1 and is reduced."""
+    factorized reduce). ``reduce_prev``: the k-2 input is twice the size of k-1 and is reduced.
+    ``drop_path_prob``: ScheduledDropPath (NASNet) while training - each path but an identity is
+    dropped per sample with this probability; set by :func:`nas_gym.training.train`."""
 
     def __init__(self, cell: Cell, c_pp: int, c_p: int, c: int, reduction: bool,
                  reduce_prev: bool) -> None:
@@ -27,11 +36,23 @@ class CellModule(nn.Module):
                 self.ops.append(OPS.get(op)(c, stride))
         self.loose = cell.loose_ends()
         self.project = ReLUConvBN(c * len(self.loose), c, 1)
+        self.droppable = [op != "identity" for b in cell.blocks for op in (b.op1, b.op2)]
+        self.concat = nn.ModuleDict({str(i): ReLUConvBN(2 * c, c, 1)  # NASNet's concat combine
+                                     for i, b in enumerate(cell.blocks) if b.combine == "concat"})
+        self.drop_path_prob, self.drop_path_gen = 0.0, None
+
+    def _path(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        out = self.ops[k](x)
+        if self.training and self.drop_path_prob > 0 and self.droppable[k]:
+            out = drop_path(out, self.drop_path_prob, self.drop_path_gen)
+        return out
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         for i, b in enumerate(self.cell.blocks):
-            states.append(self.ops[2 * i](states[b.in1]) + self.ops[2 * i + 1](states[b.in2]))
+            x, y = self._path(2 * i, states[b.in1]), self._path(2 * i + 1, states[b.in2])
+            states.append(self.concat[str(i)](torch.cat([x, y], 1)) if b.combine == "concat"
+                          else x + y)
         return self.project(torch.cat([states[j + 2] for j in self.loose], dim=1))
 
 
