@@ -81,8 +81,6 @@ def _plan_copies(n: int, devices: Sequence[str] | str | None, torch_threads: int
         raise bad_value("store", ":memory:", "a file path shared by the copies")
     if "device" in kwargs and devices is not None:
         raise bad_value("devices", devices, "None when device= is given (one device for all)")
-    if "torch_threads" in kwargs:
-        raise bad_value("torch_threads", kwargs["torch_threads"], "given once (keyword of this call)")
     if torch_threads is None:
         torch_threads = default_threads(n)
     elif isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1:
