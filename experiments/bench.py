@@ -290,8 +290,9 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="evaluations per job (default %(default)s)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="also stop at this many simulated training seconds")
-    p.add_argument("--budget", default="params=5000", metavar="METRIC=UPPER,...",
-                   help="cost budget, as in nas-gym search: params=5000 or '{\"params\": 5000}' "
+    p.add_argument("--budget", default=",".join(f"{k}={v}" for k, v in d.budget.items()),
+                   metavar="METRIC=UPPER,...",
+                   help="cost budget, as in nas-gym search: params=1e6 or '{\"params\": 1e6}' "
                         "(default %(default)s)")
     p.add_argument("--noise", default=d.noise, help="table noise: sample, seed or mean")
     p.add_argument("--workers", type=int, default=d.workers, help="processes (default 2)")
