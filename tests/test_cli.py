@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from agents.base import read_state
 from experiments.cli import load_config_file, main, parse_budget, parse_mapping
 from experiments.search import SearchConfig, read_evaluations
 from nas_gym.checkpoint import load_model
@@ -53,7 +54,7 @@ def test_search_outputs_and_resume_after_sigkill(tmp_path) -> None:
     proc.wait()
     first = read_evaluations(out)
     assert 5 <= len(first) < 10, len(first)
-    saved = torch.load(out / "agent_state.pt", weights_only=False)["num_episodes"]
+    saved = read_state(out / "agent_state.pt")["num_episodes"]
     assert saved >= 4
 
     done = nas_gym_cmd(*args)
