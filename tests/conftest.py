@@ -20,3 +20,11 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True, scope="session")
 def _private_default_store(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["NAS_GYM_STORE"] = str(tmp_path_factory.mktemp("store") / "evaluations.sqlite")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with ``slow`` tests first (each module kept whole, for its module-scoped fixtures;
+    order otherwise unchanged): ``pytest -n 2`` hands the long tests out early, so one of them does
+    not run alone at the end while the other worker idles."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)

@@ -45,6 +45,7 @@ def search():
     return search
 
 
+@pytest.mark.slow
 def test_shared_accuracy_and_rank_correlation_with_scratch(search):
     cells = distinct_cells(search, 10)
     assert len(cells) == 10

@@ -92,7 +92,8 @@ def test_episodes_answer_the_published_numbers(published, tmp_path):
     """Fixed action sequences spell table keys; accuracy = run (seed % 3), costs from the table,
     with no CIFAR-10 on disk and no module built (no latency, no compute_intensity counted)."""
     env = gym.make("MacroNAS-v0", preset="nas_bench_macro", evaluator="table", seed=4,
-                   data_root=str(tmp_path / "no-cifar"), store=":memory:")
+                   data_root=str(tmp_path / "no-cifar"), store=":memory:",
+                   penalty_kwargs={"weights": "printed"})
     assert env.unwrapped.input_shape == SHAPE and env.action_space.n == 3
     keys = np.random.default_rng(0).choice(sorted(published), size=300, replace=False)
     for key in keys:
@@ -109,6 +110,22 @@ def test_episodes_answer_the_published_numbers(published, tmp_path):
         assert "latency_ms" not in info["costs"] and "compute_intensity" not in info["costs"]
         assert reward == pytest.approx(info["accuracy"] - 10e-9 * rec["params"]
                                        - 2.5 * 10e-7 * 2 * rec["flops"])
+
+
+def test_preset_defaults_to_the_calibrated_reward(published, tmp_path):
+    """The default linear weights are 0.05 per term relative to the space's median costs."""
+    env = gym.make("MacroNAS-v0", preset="nas_bench_macro", evaluator="table", seed=4,
+                   data_root=str(tmp_path / "no-cifar"), store=":memory:")
+    ref = env.unwrapped.reference_costs
+    flops = sorted(2 * r["flops"] for r in published.values())
+    assert flops[0] < ref["flops"] < flops[-1]
+    for key in sorted(published)[::700]:
+        env.reset()
+        for a in map(int, key):
+            _, reward, terminated, _, info = env.step(a)
+        rec = published[key]
+        assert reward == pytest.approx(info["accuracy"] - 0.05 * rec["params"] / ref["params"]
+                                       - 0.05 * 2 * rec["flops"] / ref["flops"])
 
 
 def test_table_sets_env_defaults_and_refuses_conflicts():

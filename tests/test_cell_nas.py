@@ -245,6 +245,7 @@ def test_build_model_checks_shapes() -> None:
         nas_gym.build_model(arch, (1, 8, 8), 1)
 
 
+@pytest.mark.slow
 def test_random_policy_trains_real_children_to_085() -> None:
     """Done-when of the foundation: default settings, digits, a masked random policy, 20 episodes."""
     env = gym.make("CellNAS-v0", budget={"params": 30_000})

@@ -34,6 +34,7 @@ def nas_gym_cmd(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           timeout=300, **kwargs)
 
 
+@pytest.mark.slow
 def test_search_outputs_and_resume_after_sigkill(tmp_path) -> None:
     """The real command: killed mid-search, started again with the same --out, it resumes (no
     finished evaluation retrained, the controller continues from its saved state) and writes every
@@ -161,6 +162,7 @@ def test_config_file_and_value_parsing(tmp_path) -> None:
     SearchConfig(**{**asdict(SearchConfig()), **load_config_file(str(shipped))}).validate()
 
 
+@pytest.mark.slow
 def test_concurrent_search_killed_and_resumed_repeats_no_finished_evaluation(tmp_path) -> None:
     """``--workers 2``: REINFORCE's batch trains in two worker processes. The driver is killed
     (SIGKILL) mid-search and started again: finished evaluations come from the store, the

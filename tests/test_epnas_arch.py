@@ -217,6 +217,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["layer", "module"])
 def test_random_masked_transform_sequences_always_build(pattern: str, one_thread) -> None:
     """Property: 500 seeded sequences of up to 10 masked transforms from a random start net;

@@ -283,6 +283,7 @@ def test_copies_are_validated() -> None:
         make_env_copies("CellNAS-v0", 2, store=":memory:")
 
 
+@pytest.mark.slow
 def test_vector_env_worker_killed_mid_evaluation_is_retried(tmp_path) -> None:
     """Gymnasium's AsyncVectorEnv, each copy sending its children to a worker process: the first
     worker to train a child is killed (SIGKILL, like a segfault); the copy survives, a fresh worker
@@ -328,6 +329,7 @@ def test_copies_whose_worker_always_dies_record_failed_and_go_on(tmp_path) -> No
     assert store.in_flight() == []
 
 
+@pytest.mark.slow
 def test_ray_copies_evaluate_a_batch_concurrently(ray_instance, tmp_path) -> None:
     """REINFORCE over two copies on the Ray backend: the children of a batch are Ray tasks in
     flight together on two workers; the driver writes every result to the store."""

@@ -11,6 +11,8 @@ import sys
 import time
 from collections import Counter
 
+import pytest
+
 SEARCH = r"""
 import json, sys
 import gymnasium as gym
@@ -36,6 +38,7 @@ def _lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_retraining(tmp_path) -> None:
     store, n = str(tmp_path / "search.sqlite"), 8
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -13,7 +13,10 @@ episode's only reward is the architecture's, at the end, so gamma = 1).
 
 Two TorchRL habits to know: ``batch_size`` is a TorchRL keyword of ``GymEnv`` (the env's child
 batch size cannot be passed that way: use ``training=`` presets or a ``TrainConfig``), and TorchRL
-samples actions from torch's global generator, so the script seeds it (as SB3 does).
+samples actions from torch's global generator, so the script seeds it (as SB3 does). And importing
+``torchrl`` sets the process-wide multiprocessing start method to ``"spawn"``: a gymnasium
+``AsyncVectorEnv`` made afterwards starts fresh interpreters, so make its copies with the
+``"nas_gym:CellNAS-v0"`` id (the prefix imports nas_gym in each worker).
 """
 
 from __future__ import annotations
