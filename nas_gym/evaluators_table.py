@@ -126,7 +126,9 @@ class TableEvaluator(Evaluator):
                                         "train_seconds", "epochs")}
             row.update(status=rows[0]["status"], seed=None)
         elif self.noise == "sample":
-            rng = self._rngs.setdefault(seed, np.random.default_rng(seed))
+            rng = self._rngs.get(seed)
+            if rng is None:  # (not setdefault: a generator costs more than the lookup it serves)
+                rng = self._rngs[seed] = np.random.default_rng(seed)
             row = rows[int(rng.integers(len(rows)))]
         else:
             row = rows[seed % len(rows)]

@@ -360,6 +360,7 @@ class MacroNASEnv(TokenEnv):
         super().__init__(**_default_weights(common))
         self.grammar = MacroGrammar(self.filters, self.kernels, self.strides, self.min_layers,
                                     self.max_layers, self.skip_connections, self.input_shape[1:])
+        self._valid_masks: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
         self._calibrate(macro_costs)
         self.n_actions = max(len(self.filters), len(self.kernels), len(self.strides), 2)
         self.max_tokens = sum(len(d) for d in self.grammar.decisions)
@@ -419,8 +420,15 @@ class MacroNASEnv(TokenEnv):
     def _valid(self) -> np.ndarray:
         if self.preset == BENCH_PRESET:  # every op at every layer (a table episode's hot path)
             return np.ones(self.n_actions, dtype=bool)
-        mask = np.zeros(self.n_actions, dtype=bool)
-        mask[self.grammar.valid(self._state)] = True
+        # the legal tokens depend only on the decision's kind and the trunk's size: one read-only
+        # mask per pair (a table episode's hot path)
+        key = (self.grammar.next(self._state)[0], self._state.hw)
+        mask = self._valid_masks.get(key)
+        if mask is None:
+            mask = np.zeros(self.n_actions, dtype=bool)
+            mask[self.grammar.valid(self._state)] = True
+            mask.flags.writeable = False
+            self._valid_masks[key] = mask
         return mask
 
     def _on_token(self, action: int) -> None:
