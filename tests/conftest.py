@@ -26,5 +26,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Modules with ``slow`` tests first (each module kept whole, for its module-scoped fixtures;
     order otherwise unchanged): ``pytest -n 2`` hands the long tests out early, so one of them does
     not run alone at the end while the other worker idles."""
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    slow = {module(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: module(item) not in slow)
