@@ -129,7 +129,8 @@ def test_third_party_agents_from_the_current_folder(tmp_path, monkeypatch, capsy
         run_bench(cfg, progress=False)
     assert not (tmp_path / "bench").exists()
     cfg = BenchConfig(agents=("myagents:Deaf", "recurrent_ppo"), envs=("macro-digits",),
-                      seeds=1, evaluations=5, workers=1, out="bench2", agent_kwargs={"recurrent_ppo": {"n_steps": 8}},
+                      seeds=1, evaluations=5, workers=1, out="bench2",
+                      agent_kwargs={"recurrent_ppo": {"n_steps": 8}},
                       tensorboard="tb" if _has_tensorboard() else None)
     summary = run_bench(cfg, progress=False)["summary"]
     assert {s["agent"]: s["evaluations"] for s in summary} == {"myagents:Deaf": 5,

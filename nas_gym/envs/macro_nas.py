@@ -68,6 +68,7 @@ class MacroGrammar:
             d += [("stop", -1)] if min_layers <= i + 1 < max_layers else []
             self.decisions.append(tuple(d))
         self._fmin = filters.index(min(filters))
+        self._masks: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
         self._kmin = kernels.index(min(kernels))
 
     def start(self) -> GrammarState:
@@ -87,6 +88,18 @@ class MacroGrammar:
         if kind == "stride":
             return self.valid_strides(st.hw)
         return [0, 1]
+
+    def valid_mask(self, st: GrammarState, size: int) -> np.ndarray:
+        """:meth:`valid` as a read-only boolean mask of ``size`` actions, built once per (decision
+        kind, trunk size), all that :meth:`valid` reads (a table episode's hot path)."""
+        key = (self.next(st)[0], st.hw, size)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = np.zeros(size, dtype=bool)
+            mask[self.valid(st)] = True
+            mask.flags.writeable = False
+            self._masks[key] = mask
+        return mask
 
     def apply(self, st: GrammarState, action: int) -> GrammarState:
         return self._settle(GrammarState(st.layers, (*st.picks, action), st.hw))
@@ -184,6 +197,18 @@ class OpGrammar:
 
     def valid(self, st: GrammarState) -> list[int]:
         return list(range(len(OPS)))
+
+    def valid_mask(self, st: GrammarState, size: int) -> np.ndarray:
+        """:meth:`valid` as a read-only boolean mask of ``size`` actions, built once per (decision
+        kind, trunk size), all that :meth:`valid` reads (a table episode's hot path)."""
+        key = (self.next(st)[0], st.hw, size)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = np.zeros(size, dtype=bool)
+            mask[self.valid(st)] = True
+            mask.flags.writeable = False
+            self._masks[key] = mask
+        return mask
 
     def apply(self, st: GrammarState, action: int) -> GrammarState:
         layers = (*st.layers, int(action))
@@ -360,7 +385,6 @@ class MacroNASEnv(TokenEnv):
         super().__init__(**_default_weights(common))
         self.grammar = MacroGrammar(self.filters, self.kernels, self.strides, self.min_layers,
                                     self.max_layers, self.skip_connections, self.input_shape[1:])
-        self._valid_masks: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
         self._calibrate(macro_costs)
         self.n_actions = max(len(self.filters), len(self.kernels), len(self.strides), 2)
         self.max_tokens = sum(len(d) for d in self.grammar.decisions)
@@ -420,16 +444,7 @@ class MacroNASEnv(TokenEnv):
     def _valid(self) -> np.ndarray:
         if self.preset == BENCH_PRESET:  # every op at every layer (a table episode's hot path)
             return np.ones(self.n_actions, dtype=bool)
-        # the legal tokens depend only on the decision's kind and the trunk's size: one read-only
-        # mask per pair (a table episode's hot path)
-        key = (self.grammar.next(self._state)[0], self._state.hw)
-        mask = self._valid_masks.get(key)
-        if mask is None:
-            mask = np.zeros(self.n_actions, dtype=bool)
-            mask[self.grammar.valid(self._state)] = True
-            mask.flags.writeable = False
-            self._valid_masks[key] = mask
-        return mask
+        return self.grammar.valid_mask(self._state, self.n_actions)
 
     def _on_token(self, action: int) -> None:
         self._state = self.grammar.apply(self._state, action)
