@@ -13,5 +13,9 @@ def test_reproduce_seed001_tiny_writes_report(tmp_path, capsys) -> None:
     assert ("PASS:" in report) != ("FAIL:" in report)
     for run in ("accuracy_only", "cost_aware"):
         assert (out / run / "evaluations.jsonl").is_file()
-    assert main(["reproduce", "benas", "--tiny", "--out", str(tmp_path / "b")]) == 2
-    assert "planned" in capsys.readouterr().err
+
+
+def test_reproduce_unknown_paper_is_refused_naming_the_papers(tmp_path, capsys) -> None:
+    assert main(["reproduce", "nope", "--tiny", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "PAPER" in err and "nope" in err and "seed001" in err
