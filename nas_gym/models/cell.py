@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..arch.cell import Cell, CellArchitecture
-from .builder import register_builder
+from .builder import fresh, register_builder
 from .cell_ops import OPS, FactorizedReduce, ReLUConvBN
 
 
@@ -27,17 +27,17 @@ class CellModule(nn.Module):
                  reduce_prev: bool) -> None:
         super().__init__()
         self.cell = cell
-        self.pre0 = FactorizedReduce(c_pp, c) if reduce_prev else ReLUConvBN(c_pp, c, 1)
-        self.pre1 = ReLUConvBN(c_p, c, 1)
+        self.pre0 = fresh(FactorizedReduce, c_pp, c) if reduce_prev else fresh(ReLUConvBN, c_pp, c, 1)
+        self.pre1 = fresh(ReLUConvBN, c_p, c, 1)
         self.ops = nn.ModuleList()
         for b in cell.blocks:
             for ind, op in ((b.in1, b.op1), (b.in2, b.op2)):
                 stride = 2 if reduction and ind < 2 else 1
-                self.ops.append(OPS.get(op)(c, stride))
+                self.ops.append(fresh(OPS.get(op), c, stride))
         self.loose = cell.loose_ends()
-        self.project = ReLUConvBN(c * len(self.loose), c, 1)
+        self.project = fresh(ReLUConvBN, c * len(self.loose), c, 1)
         self.droppable = [op != "identity" for b in cell.blocks for op in (b.op1, b.op2)]
-        self.concat = nn.ModuleDict({str(i): ReLUConvBN(2 * c, c, 1)  # NASNet's concat combine
+        self.concat = nn.ModuleDict({str(i): fresh(ReLUConvBN, 2 * c, c, 1)  # NASNet's concat combine
                                      for i, b in enumerate(cell.blocks) if b.combine == "concat"})
         self.drop_path_prob, self.drop_path_gen = 0.0, None
 
@@ -56,14 +56,16 @@ class CellModule(nn.Module):
         return self.project(torch.cat([states[j + 2] for j in self.loose], dim=1))
 
 
+def _stem(c_in: int, c: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+
 class CellNetwork(nn.Module):
     def __init__(self, arch: CellArchitecture, input_shape: tuple[int, int, int],
                  num_classes: int) -> None:
         super().__init__()
         c = arch.channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(input_shape[0], c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-        )
+        self.stem = fresh(_stem, input_shape[0], c)
         self.cells = nn.ModuleList()
         c_pp, c_p = c, c
         reduce_prev = False
@@ -78,7 +80,7 @@ class CellNetwork(nn.Module):
                 self.cells.append(CellModule(arch.normal, c_pp, c_p, c, False, reduce_prev))
                 c_pp, c_p, reduce_prev = c_p, c, False
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_p, num_classes)
+        self.classifier = fresh(nn.Linear, c_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)

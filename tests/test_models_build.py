@@ -1,0 +1,104 @@
+"""``build_model``'s parts from cached prototypes (issue 15) give the very module a plain
+construction gives: the same structure and, after the He init, the same weights for every seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nas_gym
+from nas_gym import epnas_ops as E
+from nas_gym.arch.base import Architecture
+from nas_gym.arch.bench_macro import NUM_LAYERS, BenchMacroArchitecture
+from nas_gym.arch.cell import ENAS_OPS, NASNET_OPS, Block, Cell, CellArchitecture
+from nas_gym.arch.macro import MacroArchitecture, MacroLayer
+from nas_gym.arch.plain import DIGITS_START_NET
+from nas_gym.models import he_init_
+from nas_gym.models.builder import fresh, prototype_parts
+from nas_gym.models.cell_ops import SepConv
+
+
+def _cells(rng: np.random.Generator) -> list[tuple[Architecture, tuple[int, int, int]]]:
+    """Every op at normal and reduction positions, both combines, shared and separate
+    reduction cells, odd widths and map sizes, then random cells."""
+    ops = sorted(set(NASNET_OPS) | set(ENAS_OPS))
+    out = []
+    for i, op in enumerate(ops):
+        other, combine = ops[(i + 5) % len(ops)], ("add", "concat")[i % 2]
+        normal = Cell((Block(0, 1, op, other), Block(2, 0, other, op, combine)))
+        reduction = Cell((Block(1, 0, op, op), Block(2, 1, other, op))) if i % 2 else None
+        out.append((CellArchitecture(normal, reduction, n_normal=1 + i % 2, channels=4 + i % 3),
+                    ((1, 8, 8), (3, 9, 7))[i % 2]))
+    for _ in range(10):
+        blocks = [Block(int(rng.integers(0, 2 + b)), int(rng.integers(0, 2 + b)),
+                        str(rng.choice(ops)), str(rng.choice(ops))) for b in range(3)]
+        out.append((CellArchitecture(Cell(tuple(blocks)), channels=4), (1, 8, 8)))
+    return out
+
+
+def _others(rng: np.random.Generator) -> list[tuple[Architecture, tuple[int, int, int]]]:
+    macro = MacroArchitecture((MacroLayer(8, 3, 1, ()), MacroLayer(3, 5, 2, (0,)),
+                               MacroLayer(8, 1, 1, (0, 1))), head="gap")
+    return [(macro, (1, 8, 8)), (DIGITS_START_NET, (1, 8, 8)),
+            (BenchMacroArchitecture(tuple(int(k) for k in rng.integers(0, 3, NUM_LAYERS))),
+             (3, 8, 8)),
+            (E.random_layer_net(rng, 4, stem_channels=8), (1, 8, 8)),
+            (E.random_module_net(rng, 3, num_modules=2, stem_channels=8), (3, 9, 7))]
+
+
+def _assert_same(a: nn.Module, b: nn.Module) -> None:
+    assert repr(a) == repr(b)
+    assert [type(m) for m in a.modules()] == [type(m) for m in b.modules()]
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), k
+    assert [(n, p.requires_grad) for n, p in a.named_parameters()] == \
+        [(n, p.requires_grad) for n, p in b.named_parameters()]
+    for ma, mb in zip(a.modules(), b.modules(), strict=True):
+        assert sorted(vars(ma)) == sorted(vars(mb))
+
+
+@pytest.mark.parametrize("space", ["cell", "others"])
+def test_build_equals_plain_construction_then_he_init(space: str) -> None:
+    """``init=False`` constructs every part; He-initialising it with the seed's generator is the
+    reference of ``build_model(seed=...)`` (which copies prototypes), for every op and space."""
+    rng = np.random.default_rng(0)
+    for arch, shape in (_cells if space == "cell" else _others)(rng):
+        for seed in (0, 3):
+            built = nas_gym.build_model(arch, shape, 10, seed=seed)
+            reference = he_init_(nas_gym.build_model(arch, shape, 10, init=False),
+                                 torch.Generator().manual_seed(seed))
+            _assert_same(built, reference)
+
+
+def test_copied_parts_share_no_state() -> None:
+    arch = _cells(np.random.default_rng(1))[0][0]
+    a = nas_gym.build_model(arch, (1, 8, 8), 10, seed=0)
+    state = torch.random.get_rng_state()  # parts are copied, not constructed: torch's default
+    b = nas_gym.build_model(arch, (1, 8, 8), 10, seed=0)  # init does not draw from it
+    assert torch.equal(torch.random.get_rng_state(), state)
+    ptrs = {t.data_ptr() for t in [*a.parameters(), *a.buffers()] if t.numel()}
+    assert not ptrs & {t.data_ptr() for t in [*b.parameters(), *b.buffers()] if t.numel()}
+    for ma, mb in zip(a.modules(), b.modules(), strict=True):
+        assert ma is not mb
+        for k, v in vars(ma).items():
+            if isinstance(v, (dict, list, set)):
+                assert v is not vars(mb)[k], k
+    a.cells[0].pre1.register_forward_hook(lambda *_: None)
+    assert not b.cells[0].pre1._forward_hooks  # a hook on one child is not on the other
+    with torch.no_grad():
+        next(a.parameters()).add_(1.0)
+    assert not torch.equal(next(a.parameters()), next(b.parameters()))
+
+
+def test_fresh_outside_build_model_or_for_unknown_tensors_constructs() -> None:
+    assert fresh(SepConv, 4, 3, 1) is not fresh(SepConv, 4, 3, 1)
+    # a LayerNorm's parameters are not set by the He init: built every time, default init kept
+    with prototype_parts():
+        assert torch.equal(fresh(nn.LayerNorm, 6).weight, torch.ones(6))
+        conv = fresh(nn.Conv2d, 2, 2, 3, padding=1)
+        assert conv.weight.shape == (2, 2, 3, 3) and conv.bias.shape == (2,)
+        assert fresh(nn.Conv2d, 2, 2, [3, 3]).kernel_size == (3, 3)  # unhashable: constructed
