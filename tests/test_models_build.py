@@ -68,18 +68,21 @@ def test_build_equals_plain_construction_then_he_init(space: str) -> None:
     rng = np.random.default_rng(0)
     for arch, shape in (_cells if space == "cell" else _others)(rng):
         for seed in (0, 3):
+            start = torch.random.get_rng_state()
             built = nas_gym.build_model(arch, shape, 10, seed=seed)
+            drawn = torch.random.get_rng_state()
+            torch.random.set_rng_state(start)
             reference = he_init_(nas_gym.build_model(arch, shape, 10, init=False),
                                  torch.Generator().manual_seed(seed))
             _assert_same(built, reference)
+            # torch's global generator advances as much as constructing the parts makes it
+            # (an SB3 agent samples from it between builds)
+            assert torch.equal(torch.random.get_rng_state(), drawn)
 
 
 def test_copied_parts_share_no_state() -> None:
     arch = _cells(np.random.default_rng(1))[0][0]
-    a = nas_gym.build_model(arch, (1, 8, 8), 10, seed=0)
-    state = torch.random.get_rng_state()  # parts are copied, not constructed: torch's default
-    b = nas_gym.build_model(arch, (1, 8, 8), 10, seed=0)  # init does not draw from it
-    assert torch.equal(torch.random.get_rng_state(), state)
+    a, b = (nas_gym.build_model(arch, (1, 8, 8), 10, seed=0) for _ in range(2))
     ptrs = {t.data_ptr() for t in [*a.parameters(), *a.buffers()] if t.numel()}
     assert not ptrs & {t.data_ptr() for t in [*b.parameters(), *b.buffers()] if t.numel()}
     for ma, mb in zip(a.modules(), b.modules(), strict=True):

@@ -6,10 +6,10 @@ linear weights, zero biases, BN gamma 1 / beta 0, all drawn from a ``torch.Gener
 ``seed`` so two builds with one seed are bit-identical (no global random state).
 
 Since the He init overwrites every parameter, a builder may take its parts from :func:`fresh`:
-inside ``build_model(init=True)`` a part is a copy of a cached prototype with new, uninitialised
-parameters instead of a freshly constructed module (construction, with torch's default init
-drawn from the global generator, costs ~5x more: most of a tiny child's build; issue 15).
-The built module is the same (``tests/test_models_build.py``).
+inside ``build_model(init=True)`` a part is a copy of a cached prototype with new parameters
+instead of a freshly constructed module (``nn.Module`` construction costs ~5x more: most of a
+tiny child's build; issue 15). The built module is the same, and so is what the build draws from
+torch's global generator (``tests/test_models_build.py``).
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ def fresh(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
         if len(_PROTOTYPES) >= _MAX_PROTOTYPES:
             _PROTOTYPES.clear()
         built = factory(*args, **kwargs)
-        proto = _PROTOTYPES[key] = built if _copyable(built) else None
-    return factory(*args, **kwargs) if proto is None else _copy(proto)  # type: ignore[arg-type]
+        _PROTOTYPES[key] = _copy(built, draw=False) if _copyable(built) else None
+        return built
+    return factory(*args, **kwargs) if proto is None else _copy(proto, draw=True)
 
 
 def _immutable(value: Any) -> bool:
@@ -102,17 +103,23 @@ def _copyable(module: nn.Module) -> bool:
     return True
 
 
-def _copy(proto: M) -> M:
+def _copy(proto: M, *, draw: bool) -> M:
     """A new module equal to ``proto`` but for the parameters' values (what
-    ``nn.Module._replicate_for_data_parallel`` does, with new tensors)."""
+    ``nn.Module._replicate_for_data_parallel`` does, with new tensors). ``draw``: the new conv
+    and linear layers reset their parameters, drawing from torch's global generator what their
+    construction draws (torch's default init): a search whose agent samples from that generator
+    (Stable-Baselines3's) sees the same stream as with constructed parts."""
     attrs = {k: v.copy() if type(v) in _CONTAINERS else v for k, v in vars(proto).items()}
     attrs["_parameters"] = {k: None if p is None else nn.Parameter(torch.empty_like(p),
                                                                    p.requires_grad)
                             for k, p in attrs["_parameters"].items()}
     attrs["_buffers"] = {k: None if b is None else b.clone() for k, b in attrs["_buffers"].items()}
-    attrs["_modules"] = {k: None if m is None else _copy(m) for k, m in attrs["_modules"].items()}
+    attrs["_modules"] = {k: None if m is None else _copy(m, draw=draw)
+                         for k, m in attrs["_modules"].items()}
     new = object.__new__(type(proto))
     new.__dict__.update(attrs)
+    if draw and isinstance(new, _HE_WEIGHTED):
+        new.reset_parameters()
     return new
 
 
