@@ -50,8 +50,9 @@ _CONTAINERS = (dict, OrderedDict, list, set)
 
 @contextlib.contextmanager
 def prototype_parts(enabled: bool = True) -> Iterator[None]:
-    """Inside (when ``enabled``), :func:`fresh` copies prototypes: the parts' parameters are left
-    uninitialised, so the caller must then set every one (``build_model`` runs :func:`he_init_`)."""
+    """Inside (when ``enabled``), :func:`fresh` copies prototypes: the parts' parameters are not
+    torch's default init (BN's are left uninitialised), so the caller must then set every one
+    (``build_model`` runs :func:`he_init_`)."""
     token = _FRESH.set(enabled)
     try:
         yield
@@ -62,9 +63,8 @@ def prototype_parts(enabled: bool = True) -> Iterator[None]:
 def fresh(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
     """``factory(*args, **kwargs)``, a part of a model. Inside :func:`prototype_parts` (as in
     ``build_model(init=True)``, which then sets every parameter) a copy of a prototype built once
-    per arguments, with its own new uninitialised parameters, its own buffers and containers; a
-    part holding a tensor the He init does not set, or an attribute a shallow copy would share,
-    is built every time."""
+    per arguments, with its own new parameters, buffers and containers; a part holding a tensor
+    the He init does not set, or an attribute a shallow copy would share, is built every time."""
     if not _FRESH.get():
         return factory(*args, **kwargs)
     key = (factory, args, tuple(sorted(kwargs.items())))
