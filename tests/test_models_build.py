@@ -1,5 +1,6 @@
-"""``build_model``'s parts from cached prototypes (issue 15) give the very module a plain
-construction gives: the same structure and, after the He init, the same weights for every seed."""
+"""``build_model``'s parts copied from cached prototypes (issue 15) give the very module a plain
+construction gives: the same structure, the same weights for every seed (with and without the He
+init), the same draws from torch's global generator."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from nas_gym.arch.bench_macro import NUM_LAYERS, BenchMacroArchitecture
 from nas_gym.arch.cell import ENAS_OPS, NASNET_OPS, Block, Cell, CellArchitecture
 from nas_gym.arch.macro import MacroArchitecture, MacroLayer
 from nas_gym.arch.plain import DIGITS_START_NET
-from nas_gym.models import he_init_
-from nas_gym.models.builder import fresh, prototype_parts
+from nas_gym.models.builder import copying_parts, fresh
 from nas_gym.models.cell_ops import SepConv
 
 
@@ -62,22 +62,22 @@ def _assert_same(a: nn.Module, b: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("space", ["cell", "others"])
-def test_build_equals_plain_construction_then_he_init(space: str) -> None:
-    """``init=False`` constructs every part; He-initialising it with the seed's generator is the
-    reference of ``build_model(seed=...)`` (which copies prototypes), for every op and space."""
+def test_copied_parts_equal_constructed_ones(space: str) -> None:
+    """Parts copied from prototypes (the default) give the module constructed parts give, with
+    and without the He init, for every op and space; the build draws as much from torch's global
+    generator (an SB3 agent samples from it between builds)."""
     rng = np.random.default_rng(0)
     for arch, shape in (_cells if space == "cell" else _others)(rng):
         for seed in (0, 3):
-            start = torch.random.get_rng_state()
-            built = nas_gym.build_model(arch, shape, 10, seed=seed)
-            drawn = torch.random.get_rng_state()
-            torch.random.set_rng_state(start)
-            reference = he_init_(nas_gym.build_model(arch, shape, 10, init=False),
-                                 torch.Generator().manual_seed(seed))
-            _assert_same(built, reference)
-            # torch's global generator advances as much as constructing the parts makes it
-            # (an SB3 agent samples from it between builds)
-            assert torch.equal(torch.random.get_rng_state(), drawn)
+            for init in (True, False):
+                start = torch.random.get_rng_state()
+                built = nas_gym.build_model(arch, shape, 10, seed=seed, init=init)
+                drawn = torch.random.get_rng_state()
+                torch.random.set_rng_state(start)
+                with copying_parts(False):
+                    reference = nas_gym.build_model(arch, shape, 10, seed=seed, init=init)
+                _assert_same(built, reference)
+                assert torch.equal(torch.random.get_rng_state(), drawn)
 
 
 def test_copied_parts_share_no_state() -> None:
@@ -97,11 +97,12 @@ def test_copied_parts_share_no_state() -> None:
     assert not torch.equal(next(a.parameters()), next(b.parameters()))
 
 
-def test_fresh_outside_build_model_or_for_unknown_tensors_constructs() -> None:
+def test_fresh_copies_only_what_it_can_reset() -> None:
     assert fresh(SepConv, 4, 3, 1) is not fresh(SepConv, 4, 3, 1)
-    # a LayerNorm's parameters are not set by the He init: built every time, default init kept
-    with prototype_parts():
-        assert torch.equal(fresh(nn.LayerNorm, 6).weight, torch.ones(6))
-        conv = fresh(nn.Conv2d, 2, 2, 3, padding=1)
-        assert conv.weight.shape == (2, 2, 3, 3) and conv.bias.shape == (2,)
-        assert fresh(nn.Conv2d, 2, 2, [3, 3]).kernel_size == (3, 3)  # unhashable: constructed
+    # a LayerNorm is not among the reset types: built every time
+    assert torch.equal(fresh(nn.LayerNorm, 6).weight, torch.ones(6))
+    conv = fresh(nn.Conv2d, 2, 2, 3, padding=1)
+    assert conv.weight.shape == (2, 2, 3, 3) and conv.bias.shape == (2,)
+    assert fresh(nn.Conv2d, 2, 2, [3, 3]).kernel_size == (3, 3)  # unhashable: constructed
+    with torch.device("meta"):  # not the default device: constructed there
+        assert fresh(nn.Conv2d, 2, 2, 3).weight.is_meta

@@ -5,11 +5,10 @@ Weights are then (re)initialised here, once for every space: He (Kaiming normal)
 linear weights, zero biases, BN gamma 1 / beta 0, all drawn from a ``torch.Generator`` seeded by
 ``seed`` so two builds with one seed are bit-identical (no global random state).
 
-Since the He init overwrites every parameter, a builder may take its parts from :func:`fresh`:
-inside ``build_model(init=True)`` a part is a copy of a cached prototype with new parameters
-instead of a freshly constructed module (``nn.Module`` construction costs ~5x more: most of a
-tiny child's build; issue 15). The built module is the same, and so is what the build draws from
-torch's global generator (``tests/test_models_build.py``).
+A builder takes its parts from :func:`fresh`: a copy of a cached prototype with its parameters
+reset is what constructing the part gives (the same values, the same draws from torch's global
+generator: ``tests/test_models_build.py``), for a fifth of the cost (``nn.Module`` construction is
+most of a tiny child's build; issue 15).
 """
 
 from __future__ import annotations
@@ -37,10 +36,12 @@ def register_builder(kind: str) -> Callable[[Builder], Builder]:
 
 _HE_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _HE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-#: module types whose every parameter and buffer :func:`he_init_` sets
-HE_INIT_TYPES: tuple[type[nn.Module], ...] = (*_HE_WEIGHTED, *_HE_NORMS)
+#: parts :func:`fresh` copies hold tensors only in these modules: their default init
+#: (``reset_parameters``) draws every parameter from torch's global generator (rerun on a copy)
+#: or, for the norms, sets every tensor to the same values (copied from the prototype)
+DRAWN_TYPES, FIXED_TYPES = _HE_WEIGHTED, _HE_NORMS
 M = TypeVar("M", bound=nn.Module)
-_FRESH = contextvars.ContextVar("nas_gym_fresh_parts", default=False)  # in build_model(init=True)
+_COPYING = contextvars.ContextVar("nas_gym_copying_parts", default=True)
 _PROTOTYPES: dict[tuple[Any, ...], Any] = {}  # None: not copyable, construct it
 _MAX_PROTOTYPES = 1024
 _MISSING = object()
@@ -49,23 +50,26 @@ _CONTAINERS = (dict, OrderedDict, list, set)
 
 
 @contextlib.contextmanager
-def prototype_parts(enabled: bool = True) -> Iterator[None]:
-    """Inside (when ``enabled``), :func:`fresh` copies prototypes: the parts' parameters are not
-    torch's default init (BN's are left uninitialised), so the caller must then set every one
-    (``build_model`` runs :func:`he_init_`)."""
-    token = _FRESH.set(enabled)
+def copying_parts(enabled: bool) -> Iterator[None]:
+    """Whether :func:`fresh` copies prototypes inside (it does by default; ``False`` constructs
+    every part, the reference of ``tests/test_models_build.py``)."""
+    token = _COPYING.set(enabled)
     try:
         yield
     finally:
-        _FRESH.reset(token)
+        _COPYING.reset(token)
 
 
 def fresh(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
-    """``factory(*args, **kwargs)``, a part of a model. Inside :func:`prototype_parts` (as in
-    ``build_model(init=True)``, which then sets every parameter) a copy of a prototype built once
-    per arguments, with its own new parameters, buffers and containers; a part holding a tensor
-    the He init does not set, or an attribute a shallow copy would share, is built every time."""
-    if not _FRESH.get():
+    """``factory(*args, **kwargs)``, a part of a model, made faster: a copy of a prototype built
+    once per arguments, with its own parameters, buffers and containers, its conv and linear
+    parameters reset (torch's default init: the same values and the same draws from torch's
+    global generator as a construction; ``nn.Module`` construction itself costs ~5x more). A part
+    holding a tensor outside :data:`DRAWN_TYPES` and :data:`FIXED_TYPES`, or an attribute a
+    shallow copy would share, is built every time; so is every part under a default dtype or
+    device other than float32 on CPU."""
+    if not (_COPYING.get() and torch.get_default_dtype() == torch.float32
+            and torch.get_default_device().type == "cpu"):
         return factory(*args, **kwargs)
     key = (factory, args, tuple(sorted(kwargs.items())))
     try:
@@ -76,9 +80,9 @@ def fresh(factory: Callable[..., M], *args: Any, **kwargs: Any) -> M:
         if len(_PROTOTYPES) >= _MAX_PROTOTYPES:
             _PROTOTYPES.clear()
         built = factory(*args, **kwargs)
-        _PROTOTYPES[key] = _copy(built, draw=False) if _copyable(built) else None
+        _PROTOTYPES[key] = _copy(built, reset=False) if _copyable(built) else None
         return built
-    return factory(*args, **kwargs) if proto is None else _copy(proto, draw=True)
+    return factory(*args, **kwargs) if proto is None else _copy(proto, reset=True)
 
 
 def _immutable(value: Any) -> bool:
@@ -89,7 +93,7 @@ def _immutable(value: Any) -> bool:
 def _copyable(module: nn.Module) -> bool:
     for m in module.modules():
         tensors = [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
-        if tensors and type(m) not in HE_INIT_TYPES:
+        if tensors and type(m) not in (*DRAWN_TYPES, *FIXED_TYPES):
             return False
         for name, value in vars(m).items():
             if name in ("_parameters", "_buffers", "_modules"):
@@ -103,22 +107,20 @@ def _copyable(module: nn.Module) -> bool:
     return True
 
 
-def _copy(proto: M, *, draw: bool) -> M:
-    """A new module equal to ``proto`` but for the parameters' values (what
-    ``nn.Module._replicate_for_data_parallel`` does, with new tensors). ``draw``: the new conv
-    and linear layers reset their parameters, drawing from torch's global generator what their
-    construction draws (torch's default init): a search whose agent samples from that generator
-    (Stable-Baselines3's) sees the same stream as with constructed parts."""
+def _copy(proto: M, *, reset: bool) -> M:
+    """A new module equal to ``proto``, with copies of its tensors (what
+    ``nn.Module._replicate_for_data_parallel`` does, with new tensors); ``reset``: then the
+    :data:`DRAWN_TYPES` parts reset their parameters, in the order a construction does."""
     attrs = {k: v.copy() if type(v) in _CONTAINERS else v for k, v in vars(proto).items()}
-    attrs["_parameters"] = {k: None if p is None else nn.Parameter(torch.empty_like(p),
+    attrs["_parameters"] = {k: None if p is None else nn.Parameter(p.detach().clone(),
                                                                    p.requires_grad)
                             for k, p in attrs["_parameters"].items()}
     attrs["_buffers"] = {k: None if b is None else b.clone() for k, b in attrs["_buffers"].items()}
-    attrs["_modules"] = {k: None if m is None else _copy(m, draw=draw)
+    attrs["_modules"] = {k: None if m is None else _copy(m, reset=reset)
                          for k, m in attrs["_modules"].items()}
     new = object.__new__(type(proto))
     new.__dict__.update(attrs)
-    if draw and isinstance(new, _HE_WEIGHTED):
+    if reset and isinstance(new, DRAWN_TYPES):
         new.reset_parameters()
     return new
 
@@ -170,12 +172,8 @@ def build_model(
     arch = architecture_from_dict(architecture)
     shape, classes = check_shape(input_shape, num_classes)
     builder = BUILDERS.get(arch.kind, "architecture['kind']")
-    # prototypes hold float32 CPU tensors: under another default every part is constructed
-    copying = init and torch.get_default_dtype() == torch.float32 \
-        and torch.get_default_device().type == "cpu"
     try:
-        with prototype_parts(copying):
-            model = builder(arch, shape, classes)
+        model = builder(arch, shape, classes)
     except ArchitectureError:
         raise
     except (RuntimeError, ValueError) as exc:  # shapes that do not fit, etc.
