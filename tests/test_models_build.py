@@ -101,8 +101,14 @@ def test_fresh_copies_only_what_it_can_reset() -> None:
     assert fresh(SepConv, 4, 3, 1) is not fresh(SepConv, 4, 3, 1)
     # a LayerNorm is not among the reset types: built every time
     assert torch.equal(fresh(nn.LayerNorm, 6).weight, torch.ones(6))
-    conv = fresh(nn.Conv2d, 2, 2, 3, padding=1)
-    assert conv.weight.shape == (2, 2, 3, 3) and conv.bias.shape == (2,)
+    for factory, args in ((nn.Conv2d, (3, 2, 3)), (nn.Conv1d, (2, 5, 1)), (nn.Linear, (7, 3))):
+        fresh(factory, *args)  # the prototype
+        start = torch.random.get_rng_state()
+        copied = fresh(factory, *args)  # a copy, its parameters reset, the bias too
+        drawn = torch.random.get_rng_state()
+        torch.random.set_rng_state(start)
+        _assert_same(copied, factory(*args))
+        assert torch.equal(torch.random.get_rng_state(), drawn)
     assert fresh(nn.Conv2d, 2, 2, [3, 3]).kernel_size == (3, 3)  # unhashable: constructed
     with torch.device("meta"):  # not the default device: constructed there
         assert fresh(nn.Conv2d, 2, 2, 3).weight.is_meta

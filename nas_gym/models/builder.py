@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -121,8 +123,31 @@ def _copy(proto: M, *, reset: bool) -> M:
     new = object.__new__(type(proto))
     new.__dict__.update(attrs)
     if reset and isinstance(new, DRAWN_TYPES):
-        new.reset_parameters()
+        _reset_drawn(new)
     return new
+
+
+def _reset_drawn(m: nn.Module) -> None:
+    """``m.reset_parameters()`` of a conv or linear layer (the same draws from torch's global
+    generator, the same values) without its per-call overhead (~20 us, most of a copy's cost)."""
+    weight, bias = m.weight, m.bias
+    if weight.numel() == 0:
+        m.reset_parameters()  # its warning
+        return
+    w_bound, b_bound = _default_bounds(tuple(weight.shape))
+    weight.detach().uniform_(-w_bound, w_bound)
+    if bias is not None:
+        bias.detach().uniform_(-b_bound, b_bound)
+
+
+@functools.cache
+def _default_bounds(shape: tuple[int, ...]) -> tuple[float, float]:
+    """Bounds of torch's default init of a conv / linear weight of ``shape`` and of its bias, as
+    ``_ConvNd.reset_parameters`` / ``Linear.reset_parameters`` compute them:
+    ``kaiming_uniform_(weight, a=sqrt(5))``, bias U(+-1 / sqrt(fan_in))."""
+    fan_in = shape[1] * math.prod(shape[2:])
+    std = nn.init.calculate_gain("leaky_relu", math.sqrt(5)) / math.sqrt(fan_in)
+    return math.sqrt(3.0) * std, 1 / math.sqrt(fan_in)
 
 
 def he_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
