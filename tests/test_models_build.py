@@ -4,6 +4,8 @@ init), the same draws from torch's global generator."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from nas_gym.arch.bench_macro import NUM_LAYERS, BenchMacroArchitecture
 from nas_gym.arch.cell import ENAS_OPS, NASNET_OPS, Block, Cell, CellArchitecture
 from nas_gym.arch.macro import MacroArchitecture, MacroLayer
 from nas_gym.arch.plain import DIGITS_START_NET
+from nas_gym.models import he_init_
 from nas_gym.models.builder import copying_parts, fresh
 from nas_gym.models.cell_ops import SepConv
 
@@ -112,3 +115,25 @@ def test_fresh_copies_only_what_it_can_reset() -> None:
     assert fresh(nn.Conv2d, 2, 2, [3, 3]).kernel_size == (3, 3)  # unhashable: constructed
     with torch.device("meta"):  # not the default device: constructed there
         assert fresh(nn.Conv2d, 2, 2, 3).weight.is_meta
+
+
+def test_he_init_is_kaiming_normal_from_the_generator() -> None:
+    """``he_init_`` (its std cached per shape) draws what ``nn.init.kaiming_normal_`` draws."""
+    rng = np.random.default_rng(2)
+    for arch, shape in [*_cells(rng)[:4], *_others(rng)]:
+        model = nas_gym.build_model(arch, shape, 10, init=False)
+        reference = copy.deepcopy(model)
+        he_init_(model, torch.Generator().manual_seed(5))
+        gen = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for m in reference.modules():
+                if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu",
+                                            generator=gen)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+                    m.reset_running_stats()
+        _assert_same(model, reference)

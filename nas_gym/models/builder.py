@@ -155,8 +155,10 @@ def he_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, _HE_WEIGHTED):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu",
-                                        generator=generator)
+                if m.weight.numel() == 0:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")  # warns
+                else:  # kaiming_normal_(mode="fan_in", nonlinearity="relu") without its overhead
+                    m.weight.normal_(0, _he_std(tuple(m.weight.shape)), generator=generator)
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, _HE_NORMS):
@@ -165,6 +167,13 @@ def he_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
                     m.bias.zero_()
                 m.reset_running_stats()
     return module
+
+
+@functools.cache
+def _he_std(shape: tuple[int, ...]) -> float:
+    """The std ``kaiming_normal_(w, mode="fan_in", nonlinearity="relu")`` draws a weight of
+    ``shape`` with."""
+    return nn.init.calculate_gain("relu") / math.sqrt(shape[1] * math.prod(shape[2:]))
 
 
 def check_shape(input_shape: Sequence[int], num_classes: int) -> tuple[tuple[int, ...], int]:
