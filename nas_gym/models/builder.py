@@ -156,7 +156,8 @@ def he_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
         for m in module.modules():
             if isinstance(m, _HE_WEIGHTED):
                 if m.weight.numel() == 0:
-                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")  # warns
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu",
+                                            generator=generator)  # its warning
                 else:  # kaiming_normal_(mode="fan_in", nonlinearity="relu") without its overhead
                     m.weight.normal_(0, _he_std(tuple(m.weight.shape)), generator=generator)
                 if m.bias is not None:
