@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,13 +40,22 @@ PAPERS = _discover()
 PLANNED = tuple(p for p in ALL_PAPERS if p not in PAPERS)
 
 
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.paper not in PAPERS:
         planned = " (planned)" if args.paper in PLANNED else ""
         raise bad_value("PAPER", f"{args.paper}{planned}", sorted(PAPERS))
     out = Path(args.out or f"runs/reproduce-{args.paper}")
     out.mkdir(parents=True, exist_ok=True)
+    wall, cpu = time.perf_counter(), _cpu_seconds()
     report = PAPERS[args.paper](load_paper_config(args.paper), out, args.tiny)
+    wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+    report += (f"\nRun time: {wall:.0f} s wall, {cpu:.0f} s CPU (this process and its finished "
+               f"child processes).\n")
     (out / "report.md").write_text(report)
     print(report)
     print(f"report: {out / 'report.md'}")
