@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from experiments.cli import main
+from experiments.reproduce._common import command_line, load_paper_config, paper_sized
+from experiments.search import SearchConfig
+from nas_gym.errors import ConfigError
 
 
 def test_reproduce_pnas_tiny_writes_report(tmp_path, capsys) -> None:
@@ -16,3 +21,19 @@ def test_reproduce_pnas_tiny_writes_report(tmp_path, capsys) -> None:
         assert (out / f"{agent}-seed0" / "evaluations.jsonl").is_file()
     assert (out / "pnas-seed0" / "agent_state.pt").is_file()  # the surrogate that was scored
     assert (out / "best_so_far.png").is_file()
+
+
+def test_paper_sized_settings_resolve_to_valid_searches() -> None:
+    """``--dataset cifar10``: each config's `paper` section gives valid search configs (nothing
+    trains), and a config without one is refused naming the option."""
+    for paper in ("seed001", "epnas", "pnas"):
+        config = paper_sized(load_paper_config(paper), "cifar10", "/data")
+        assert config["search"]["env_kwargs"]["dataset"] == "cifar10"
+        assert config["search"]["env_kwargs"]["data_root"] == "/data"
+        for agent in config.get("agents", {"reinforce": {}}):
+            SearchConfig(**{**config["search"], "agent": config["search"].get("agent", agent)}
+                         ).validate()
+        assert command_line(paper, "o", False, config).endswith("--dataset cifar10 --data-root /data")
+    assert paper_sized(load_paper_config("epnas"), "cifar10", None)["agents"]["random"] == {}
+    with pytest.raises(ConfigError, match="--dataset"):
+        paper_sized({"search": {}}, "cifar10", None)

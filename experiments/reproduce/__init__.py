@@ -21,7 +21,7 @@ from typing import Any
 
 from nas_gym.errors import bad_value
 
-from ._common import load_paper_config
+from ._common import load_paper_config, paper_sized
 
 #: Every paper the project covers, by its command-line name.
 ALL_PAPERS = ("benas", "eas", "enas", "epnas", "pnas", "seed001")
@@ -52,7 +52,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/reproduce-{args.paper}")
     out.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), _cpu_seconds()
-    report = PAPERS[args.paper](load_paper_config(args.paper), out, args.tiny)
+    config = load_paper_config(args.paper)
+    if args.dataset is not None:
+        config = paper_sized(config, args.dataset, args.data_root)
+    report = PAPERS[args.paper](config, out, args.tiny)
     wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
     report += (f"\nRun time: {wall:.0f} s wall, {cpu:.0f} s CPU (this process and its finished "
                f"child processes).\n")
@@ -67,4 +70,8 @@ def add_reproduce_command(sub: Any) -> None:
     p.add_argument("paper", metavar="PAPER", help=f"one of {sorted(PAPERS)}")
     p.add_argument("--out", default=None, help="output folder (default runs/reproduce-PAPER)")
     p.add_argument("--tiny", action="store_true", help="a tiny smoke run (not evidence)")
+    p.add_argument("--dataset", default=None,
+                   help="the paper-sized setting on this dataset (e.g. cifar10, on a GPU): the "
+                        "config's `paper` section over its defaults")
+    p.add_argument("--data-root", default=None, help="folder of the torchvision datasets")
     p.set_defaults(func=cmd_reproduce)

@@ -35,7 +35,7 @@ from nas_gym.store import EvaluationStore
 from ..bench_stats import rank_test
 from ..benchmarks.epnas_speed import evaluate_interleaved, spearman
 from ..search import STORE
-from ._common import TINY, run_searches
+from ._common import TINY, command_line, run_searches
 
 #: EPNAS Table 5, layer-by-layer search rows (CIFAR-10): constraint, test error %, size (M),
 #: compute intensity (FLOPs/byte), compute complexity (MFLOPs).
@@ -272,7 +272,7 @@ def report(config: dict[str, Any], out: Path, tiny: bool, nets: dict[str, dict[i
     evaluations = search["episodes"] * search["env_kwargs"]["max_transforms"]
     lines = ["# Reproducing EPNAS (Zhou et al., seed 004): progressive search with performance "
              "prediction under resource constraints", "",
-             f"Command: `nas-gym reproduce epnas --out {out}{' --tiny' if tiny else ''}` (config "
+             f"Command: `{command_line('epnas', out, tiny, config)}` (config "
              f"`experiments/configs/reproduce-epnas.yaml`"
              f"{', tiny smoke run: not evidence' if tiny else ''}). {search['env']} "
              f"(pattern {search['env_kwargs']['pattern']}, T = "

@@ -31,7 +31,7 @@ from agents.pnas import PNASAgent
 
 from ..bench_stats import rank_test
 from ..search import STATE, read_evaluations
-from ._common import TINY, run_searches
+from ._common import TINY, command_line, run_searches
 
 #: Tiny-run overrides (smoke tests).
 TINY_PNAS = {"episodes": 4, "seeds": [0], "agents": {"pnas": {"beam_size": 2, "candidates": 4}}}
@@ -149,7 +149,7 @@ def report(config: dict[str, Any], out: Path, tiny: bool, quality: dict[str, Any
     mean_rho = statistics.mean(rhos)
     ok2 = mean_rho >= config["min_spearman"]
     lines = ["# Reproducing PNAS (Liu et al. 2018): progressive search with a learned surrogate",
-             "", f"Command: `nas-gym reproduce pnas --out {out}{' --tiny' if tiny else ''}` "
+             "", f"Command: `{command_line('pnas', out, tiny, config)}` "
              f"(config `experiments/configs/reproduce-pnas.yaml`"
              f"{', tiny smoke run: not evidence' if tiny else ''}). {search['env']} "
              f"{search['env_kwargs']}, agents "

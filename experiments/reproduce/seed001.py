@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..search import SearchConfig, read_evaluations, run_search
-from ._common import TINY, most_accurate
+from ._common import TINY, command_line, most_accurate
 
 #: Seed 001 §4.3 (best architecture, accuracy wise, of each run; CIFAR-10).
 SEED001_PAPER = {"accuracy_only": {"accuracy": 0.7245, "params": 239_642, "flops": 90_800_128},
@@ -49,7 +49,7 @@ def run(config: dict[str, Any], out: Path, tiny: bool) -> str:
     ok = saving >= 0.30 and loss < 0.01
     lines = [
         "# Reproducing seed 001 (Mohandoss & Dwivedi): cost-aware vs accuracy-only reward", "",
-        f"Command: `nas-gym reproduce seed001 --out {out}{' --tiny' if tiny else ''}`"
+        f"Command: `{command_line('seed001', out, tiny, config)}`"
         f" (config `experiments/configs/reproduce-seed001.yaml`"
         f"{', tiny smoke run: not evidence' if tiny else ''}).", "",
         "| run | paper accuracy | paper params | measured accuracy | measured params |",
