@@ -108,21 +108,24 @@ def final_models(nets: dict[int, list[dict]], env: Any, epochs: int) -> list[dic
 
 def speed(nets: list[dict[str, Any]], env: Any, count: int) -> dict[str, Any]:
     """Claim 3: per net CPU seconds and validation accuracy of the ``"epnas"`` prediction (the
-    search's evaluator, fresh dictionary) and of full training from scratch, on ``count`` nets."""
+    search's evaluator, fresh dictionary) and of full training from scratch, on ``count`` nets;
+    plus, for the report only, the prediction with EPNAS's batch growth (x8, lr x10) allowed on
+    small data down to 8 steps per epoch (``min_steps_per_epoch=8``; its own fresh dictionary)."""
     config = env.components.train_config
     make = EVALUATORS.get
     evaluators = {"scratch": make("train")(env.data, config),
-                  "epnas": make("epnas")(env.data, config)}
+                  "epnas": make("epnas")(env.data, config),
+                  "epnas_batch8": make("epnas")(env.data, config, min_steps_per_epoch=8)}
     archs = [architecture_from_dict(n["architecture"]).to_dict() for n in nets[:count]]
     rows = evaluate_interleaved(archs, evaluators, env.data)
     cpu = {s: statistics.mean(r["cpu"] for r in rows[s]) for s in rows}
     wall = {s: statistics.mean(r["wall"] for r in rows[s]) for s in rows}
     acc = {s: [r["accuracy"] for r in rows[s]] for s in rows}
-    pred = evaluators["epnas"].config
-    return {"nets": len(archs), "cpu": cpu, "wall": wall, "speedup": cpu["scratch"] / cpu["epnas"],
-            "spearman": spearman(acc["epnas"], acc["scratch"]),
+    return {"nets": len(archs), "cpu": cpu, "wall": wall,
+            "speedup": {s: cpu["scratch"] / cpu[s] for s in rows},
+            "spearman": {s: spearman(acc[s], acc["scratch"]) for s in rows},
             "mean_acc": {s: statistics.mean(a) for s, a in acc.items()},
-            "schedules": {"scratch": config, "epnas": pred}}
+            "schedules": {s: e.config for s, e in evaluators.items()}}
 
 
 def best_so_far(nets: list[dict[str, Any]]) -> np.ndarray:
@@ -238,30 +241,41 @@ def _claim2(nets: dict[str, dict[int, list[dict]]], evaluations: int) -> list[st
 
 def _claim3(t: dict[str, Any]) -> list[str]:
     sch, pre = t["schedules"]["scratch"], t["schedules"]["epnas"]
-    ok = t["speedup"] >= MIN_SPEEDUP and t["spearman"] >= MIN_SPEARMAN
+    speedup, rho = t["speedup"]["epnas"], t["spearman"]["epnas"]
+    ok = speedup >= MIN_SPEEDUP and rho >= MIN_SPEARMAN
     lines = ["## Claim 3: prediction >= 3x faster than full training, rank correlation >= 0.8",
              "", f"{t['nets']} distinct nets of the seed-0 EPNAS search, in its order, each "
-             "trained both ways (interleaved per net, CPU seconds of this process):", "",
-             "| side | schedule | CPU s / net | wall s / net | mean val acc |", "|---|---|---|---|---|"]
-    for side, c in (("full training", sch), ("EPNAS prediction", pre)):
-        key = "scratch" if side == "full training" else "epnas"
-        lines.append(f"| {side} | {c.epochs} epochs, batch {c.batch_size}, lr {c.lr:.3g}"
-                     f"{' + shared weights' if key == 'epnas' else ', from scratch'} | "
-                     f"{t['cpu'][key]:.2f} | {t['wall'][key]:.2f} | {t['mean_acc'][key]:.4f} |")
+             "trained every way (interleaved per net, CPU seconds of this process; Spearman: "
+             "rank correlation of the validation accuracies with full training's):", "",
+             "| side | schedule | CPU s / net | wall s / net | speed-up | mean val acc | "
+             "Spearman |", "|---|---|---|---|---|---|---|"]
+    names = {"scratch": "full training", "epnas": "EPNAS prediction (the search's)",
+             "epnas_batch8": "EPNAS prediction, batch enlarged (supporting)"}
+    for side, name in names.items():
+        c = t["schedules"][side]
+        how = ", from scratch" if side == "scratch" else " + shared weights"
+        lines.append(f"| {name} | {c.epochs} epochs, batch {c.batch_size}, lr {c.lr:.3g}{how} | "
+                     f"{t['cpu'][side]:.2f} | {t['wall'][side]:.2f} | "
+                     f"{t['speedup'][side]:.2f}x | {t['mean_acc'][side]:.4f} | "
+                     f"{t['spearman'][side]:.3f} |")
     lines += ["", "Paper: \"a model can be trained with one fifth of time cost than training it "
               "from scratch\" (§1; §4: lr 0.5, batch 1024, stop at 10 of 20 epochs, with "
               "parameter sharing); search GPU days without / with prediction (Table 4): "
               + "; ".join(f"{k} {a} / {b}" for k, (a, b) in TABLE4_GPU_DAYS.items()) + ".", "",
-              f"- {'PASS' if ok else 'FAIL'}: prediction {t['speedup']:.2f}x faster than full "
+              f"- {'PASS' if ok else 'FAIL'}: prediction {speedup:.2f}x faster than full "
               f"training (>= {MIN_SPEEDUP:g}x), Spearman rank correlation of the validation "
-              f"accuracies {t['spearman']:.3f} (>= {MIN_SPEARMAN})"]
-    if t["speedup"] < MIN_SPEEDUP:
+              f"accuracies {rho:.3f} (>= {MIN_SPEARMAN})"]
+    if speedup < MIN_SPEEDUP:
         lines += ["", f"Reason: the prediction trains {pre.epochs} of {sch.epochs} epochs at "
                   f"batch {pre.batch_size} (full: {sch.batch_size}); on digits the batch is not "
                   "enlarged (nas_gym/evaluators_epnas.py, small-dataset Decision: an epoch keeps "
                   ">= 32 steps), so per net it can be at most about "
                   f"{sch.epochs / pre.epochs:.0f}x faster; EPNAS's further gain comes from its 8x "
-                  "batch on a GPU, where a larger batch raises throughput."]
+                  "batch, which raises throughput on a GPU (the supporting row enlarges the batch "
+                  "down to 8 steps per epoch on these 2 CPU cores)."]
+    elif rho < MIN_SPEARMAN:
+        lines += ["", "Reason: the short training from shared weights ranks the nets differently "
+                  "from full training (Spearman below the bound)."]
     return lines
 
 
