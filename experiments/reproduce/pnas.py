@@ -61,14 +61,16 @@ def token_types(env: gym.Env, actions: list[int]) -> list[str]:
     return types
 
 
-def load_pnas(folder: Path) -> PNASAgent:
-    """The PNAS agent saved by the search in ``folder`` (its last update: the final surrogate)."""
-    agent = PNASAgent()
+def load_pnas(folder: Path, kwargs: dict[str, Any]) -> PNASAgent:
+    """The PNAS agent (keywords ``kwargs``) saved by the search in ``folder`` (its last update:
+    the final surrogate)."""
+    agent = PNASAgent(**kwargs)
     agent.load_state_dict(read_state(folder / STATE))
     return agent
 
 
-def surrogate_ranking(folders: dict[str, dict[int, Path]], env: gym.Env) -> list[dict]:
+def surrogate_ranking(folders: dict[str, dict[int, Path]], env: gym.Env,
+                      kwargs: dict[str, Any]) -> list[dict]:
     """Per PNAS seed: Spearman correlation of its surrogate's predictions with the accuracy of the
     random searches' architectures it never saw (a distinct architecture counted once)."""
     held: dict[tuple[int, ...], float] = {}
@@ -78,7 +80,7 @@ def surrogate_ranking(folders: dict[str, dict[int, Path]], env: gym.Env) -> list
                 held.setdefault(tuple(r["actions"]), float(r["accuracy"]))
     rows = []
     for seed, folder in folders["pnas"].items():
-        agent = load_pnas(folder)
+        agent = load_pnas(folder, {**kwargs, "seed": seed})
         seen = {tuple(d["actions"]) for d in agent.data}
         keys = [k for k in held if k not in seen]
         seqs = [(token_types(env, list(k)), list(k)) for k in keys]
@@ -133,7 +135,7 @@ def run(config: dict[str, Any], out: Path, tiny: bool) -> str:
     env = gym.make(search["env"], budget=search["budget"],
                    **{**search["env_kwargs"], "store": ":memory:"})
     quality = search_quality(folders)
-    ranking = surrogate_ranking(folders, env)
+    ranking = surrogate_ranking(folders, env, config["agents"]["pnas"])
     plot_curves(quality["curves"], out / "best_so_far.png")
     return report(config, out, tiny, quality, ranking)
 
