@@ -71,3 +71,11 @@ def command_line(paper: str, out: Path, tiny: bool, config: dict[str, Any]) -> s
         cmd += f" --dataset {sized['dataset']}"
         cmd += f" --data-root {sized['data_root']}" if sized["data_root"] else ""
     return cmd
+
+
+def significance_note(p: float, seeds: int) -> list[str]:
+    """A report line saying how much a seed comparison's verdict rests on (one-sided p-value)."""
+    if p < 0.05:
+        return []
+    return ["", f"Caveat: {seeds} seeds per agent; the difference is not significant "
+            f"(p = {p:.2g} >= 0.05), so this verdict is weak evidence either way."]

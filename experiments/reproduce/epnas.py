@@ -35,7 +35,7 @@ from nas_gym.store import EvaluationStore
 from ..bench_stats import rank_test
 from ..benchmarks.epnas_speed import evaluate_interleaved, spearman
 from ..search import STORE
-from ._common import TINY, command_line, run_searches
+from ._common import TINY, command_line, run_searches, significance_note
 
 #: EPNAS Table 5, layer-by-layer search rows (CIFAR-10): constraint, test error %, size (M),
 #: compute intensity (FLOPs/byte), compute complexity (MFLOPs).
@@ -234,9 +234,8 @@ def _claim2(nets: dict[str, dict[int, list[dict]]], evaluations: int) -> list[st
               "96.2% with prediction after 6 GPU days).", "",
               f"- {'PASS' if ok else 'FAIL'}: EPNAS's mean best reward above random's and higher "
               f"on most seeds (measured: {ours.mean():.4f} vs {rnd.mean():.4f}, higher on {wins} "
-              f"of {len(ours)} seeds; one-sided Mann-Whitney p = {p:.2g})",
-              "", "![best so far](best_so_far.png)"]
-    return lines
+              f"of {len(ours)} seeds; one-sided Mann-Whitney p = {p:.2g})"]
+    return lines + significance_note(p, len(ours)) + ["", "![best so far](best_so_far.png)"]
 
 
 def _claim3(t: dict[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ from agents.pnas import PNASAgent
 
 from ..bench_stats import rank_test
 from ..search import STATE, read_evaluations
-from ._common import TINY, command_line, run_searches
+from ._common import TINY, command_line, run_searches, significance_note
 
 #: Tiny-run overrides (smoke tests).
 TINY_PNAS = {"episodes": 4, "seeds": [0], "agents": {"pnas": {"beam_size": 2, "candidates": 4}}}
@@ -166,8 +166,9 @@ def report(config: dict[str, Any], out: Path, tiny: bool, quality: dict[str, Any
         lines.append(f"| {a} | {', '.join(f'{x:.4f}' for x in v)} | {v.mean():.4f} |")
     lines += ["", f"- {'PASS' if ok1 else 'FAIL'}: PNAS's mean best accuracy above random's and "
               f"higher on most seeds (measured: {ours.mean():.4f} vs {rnd.mean():.4f}, higher on "
-              f"{wins} of {len(ours)} seeds; one-sided Mann-Whitney p = {p:.2g})", "",
-              f"Supporting (PNAS's headline, the same accuracy with fewer models): PNAS reached "
+              f"{wins} of {len(ours)} seeds; one-sided Mann-Whitney p = {p:.2g})"]
+    lines += significance_note(p, len(ours))
+    lines += ["", f"Supporting (PNAS's headline, the same accuracy with fewer models): PNAS reached "
               f"random search's best-of-{search['episodes']} (same seed) on {len(reached)} of "
               f"{len(quality['reach'])} seeds, after "
               f"{', '.join('never' if r is None else str(r) for r in quality['reach'])} "
