@@ -30,9 +30,9 @@ def test_paper_sized_settings_resolve_to_valid_searches() -> None:
         config = paper_sized(load_paper_config(paper), "cifar10", "/data")
         assert config["search"]["env_kwargs"]["dataset"] == "cifar10"
         assert config["search"]["env_kwargs"]["data_root"] == "/data"
-        for agent in config.get("agents", {"reinforce": {}}):
-            SearchConfig(**{**config["search"], "agent": config["search"].get("agent", agent)}
-                         ).validate()
+        for name, kwargs in config.get("agents", {"reinforce": {}}).items():
+            agent = config["search"].get("agent", kwargs.get("agent", name))
+            SearchConfig(**{**config["search"], "agent": agent}).validate()
         assert command_line(paper, "o", False, config).endswith("--dataset cifar10 --data-root /data")
     assert paper_sized(load_paper_config("epnas"), "cifar10", None)["agents"]["random"] == {}
     with pytest.raises(ConfigError, match="--dataset"):

@@ -29,17 +29,20 @@ def most_accurate(out: Path) -> dict[str, Any]:
 
 
 def run_searches(config: dict[str, Any], out: Path) -> dict[str, dict[int, Path]]:
-    """Every agent of ``config["agents"]`` (name -> keywords) once per seed of ``config["seeds"]``,
-    with the shared ``config["search"]`` fields, each in ``out/<agent>-seed<seed>``; the folders,
-    by agent and seed."""
+    """Every agent of ``config["agents"]`` (name -> keywords; a name that is not the agent's
+    gives it as keyword ``agent``, e.g. an ablation) once per seed of ``config["seeds"]``, with the
+    shared ``config["search"]`` fields, each in ``out/<name>-seed<seed>``; the folders, by name
+    and seed."""
     folders: dict[str, dict[int, Path]] = {}
-    for agent, kwargs in config["agents"].items():
+    for name, given in config["agents"].items():
+        kwargs = dict(given)
+        agent = kwargs.pop("agent", name)
         for seed in config["seeds"]:
-            folder = out / f"{agent}-seed{seed}"
+            folder = out / f"{name}-seed{seed}"
             sc = SearchConfig(**{**config["search"], "agent": agent, "agent_kwargs": kwargs,
                                  "seed": seed, "out": str(folder), "progress": False})
             run_search(sc)
-            folders.setdefault(agent, {})[seed] = folder
+            folders.setdefault(name, {})[seed] = folder
     return folders
 
 
