@@ -70,6 +70,32 @@ def visited_networks(pattern: str, episodes: int, seed: int) -> tuple[list[dict]
     return nets, env
 
 
+def evaluate_interleaved(nets: list[dict], evaluators: dict[str, Any], data: Any,
+                         order: tuple[str, ...] | None = None,
+                         on_net: Any = None) -> dict[str, list[dict[str, float]]]:
+    """Each net evaluated by every evaluator in turn (interleaved per net, so machine noise hits
+    every side alike), each from the same seed-0 initial weights. Per side, one row per net:
+    ``cpu`` (this process's CPU seconds), ``wall``, ``accuracy`` (validation), ``test_accuracy``
+    (when the evaluator reports it, else 0) and ``epochs`` run. ``on_net(i, arch, results)`` is
+    called after each net."""
+    order = tuple(order or evaluators)
+    rows: dict[str, list[dict[str, float]]] = {s: [] for s in order}
+    for i, arch in enumerate(nets):
+        results = {}
+        for side in order:
+            model = build_model(arch, data.input_shape, data.num_classes, seed=0)
+            w0, c0 = time.perf_counter(), time.process_time()
+            res = evaluators[side].evaluate(model.architecture, seed=0, model=model)
+            results[side] = {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0,
+                             "accuracy": float(res.accuracy),
+                             "test_accuracy": float(res.extra.get("test_accuracy", 0.0)),
+                             "epochs": float(res.epochs)}
+            rows[side].append(results[side])
+        if on_net is not None:
+            on_net(i, arch, results)
+    return rows
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     ra, rb = (np.argsort(np.argsort(x, kind="stable"), kind="stable") for x in (a, b))
     return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 1 else float("nan")
@@ -101,19 +127,15 @@ def main() -> None:
           f"{pred.early_stop_patience}")
     rows = {s: [] for s in SIDES}
     print(f"{'net':>3} {'params':>8} " + " ".join(f"{s + ' s/acc':>19}" for s in SIDES))
-    for i, arch in enumerate(nets):
-        line = f"{i:>3} "
-        for side in SIDES:
-            model = build_model(arch, data.input_shape, data.num_classes, seed=0)
-            if side == SIDES[0]:
-                line += f"{sum(p.numel() for p in model.parameters()):>8} "
-            w0, c0 = time.perf_counter(), time.process_time()
-            res = evaluators[side].evaluate(model.architecture, seed=0, model=model)
-            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-            rows[side].append((cpu, wall, res.accuracy, res.extra.get("test_accuracy", 0.0),
-                               res.epochs))
-            line += f"{cpu:>10.2f} {res.accuracy:>8.3f}"
-        print(line)
+
+    def show(i: int, arch: dict, results: dict[str, dict]) -> None:
+        model = build_model(arch, data.input_shape, data.num_classes, seed=0)
+        print(f"{i:>3} {sum(p.numel() for p in model.parameters()):>8} " + " ".join(
+            f"{r['cpu']:>10.2f} {r['accuracy']:>8.3f}" for r in results.values()))
+
+    for side, side_rows in evaluate_interleaved(nets, evaluators, data, SIDES, show).items():
+        rows[side] = [(r["cpu"], r["wall"], r["accuracy"], r["test_accuracy"], r["epochs"])
+                      for r in side_rows]
     print()
     base = statistics.mean(r[0] for r in rows["scratch"])
     for side in SIDES:
