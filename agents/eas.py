@@ -38,8 +38,9 @@ deeper actor's ``P(block) P(index | block) P(kernel | block, index)`` alone.
 Learning: REINFORCE on the episode return (the env's reward is already EAS's ``tan(acc * pi / 2)``,
 ``accuracy_transform="tan"``), an exponential-moving-average baseline (0.95), Adam, 10 networks
 per update (``batch_episodes``). The EAS two-stage schedule (the best net of a stage starts the
-next) is :func:`run_eas_stages`: ``Net2Net-v0`` takes its start net at construction, so a stage
-is a new env; the controller's heads do not depend on ``L``, so one agent spans the stages.
+next) is :func:`experiments.eas_stages.run_eas_stages`: ``Net2Net-v0`` takes its start net at
+construction, so a stage is a new env; the controller's heads do not depend on ``L``, so one agent
+spans the stages.
 """
 
 from __future__ import annotations
@@ -332,25 +333,3 @@ class EASAgent(Agent):
             self._tail = list(state["tail"])
         self.baseline, self.updates = state["baseline"], int(state["updates"])
         self.sample_gen.set_state(state["sample_gen"])
-
-
-def run_eas_stages(agent: EASAgent, make_env: Callable[[Any], gym.Env], store: Any, *,
-                   stages: int = 2, episodes_per_stage: int = 100,
-                   start_net: Any = None) -> list[Episode]:
-    """EAS's two-stage schedule: ``stages`` searches, each started from the best net of the last.
-
-    :param make_env: ``start_net -> env`` (a ``Net2Net-v0`` on ``store``, so the best child's
-        fine-tuned weights are there); first called with ``start_net``.
-    :param store: the :class:`~nas_gym.store.EvaluationStore` the envs write.
-    :return: the best episode of every stage.
-    """
-    from nas_gym.stages import stage_checkpoint
-
-    bests: list[Episode] = []
-    for _ in range(stages):
-        env, seen = make_env(start_net), []
-        agent.learn(env, agent.num_episodes + episodes_per_stage, callback=seen.append)
-        best = max(seen, key=lambda e: e.reward)
-        bests.append(best)
-        start_net = stage_checkpoint(store, best.info["store_key"])
-    return bests

@@ -7,38 +7,21 @@
 - :func:`apply_transform` applies one transform record (as the env writes them into the store's
   ``transform`` column) exactly; :func:`replay` rebuilds a stored child from its parent.
 - Stages (EAS §"Start with Small Network"): :func:`best_child`, :func:`next_stage_start`,
-  :func:`run_stages`.
+  :func:`stage_checkpoint`; the stage runner (any agent, the stage's best retrained) is
+  :func:`experiments.eas_stages.run_eas_stages` (``nas-gym reproduce eas``).
 
 EAS searches in stages: each stage allows 5 deepen and 4 widen transforms from a start net; the best
 net of a stage becomes the start point of the next. The evaluation store makes this a few lines:
 every child is stored with its ``parent`` (the start net's key) and its ``transform`` records
 (weight lineage), and, with ``save_weights=True`` (the env's default), its fine-tuned weights.
 
-Example -- two stages of masked random search::
-
-    import gymnasium as gym
-    import numpy as np
-    import nas_gym
-    from nas_gym.stages import export_model, run_stages
-    from nas_gym.store import EvaluationStore
-
-    store = EvaluationStore("eas.sqlite")  # one store for all stages: the lineage crosses them
-    rng = np.random.default_rng(0)
-    stages = run_stages(
-        lambda start: gym.make("Net2Net-v0", start_net=start, store=store),
-        lambda obs, info: int(rng.choice(np.flatnonzero(info["action_mask"]))),
-        n_stages=2, episodes=10)
-    best = stages[-1]["best"]                      # a store record: key, architecture, result ...
-    export_model(store, best["key"], "best/model.pt", input_shape=(1, 8, 8), num_classes=10)
-    store.lineage(best["key"])                     # start net -> stage-1 best -> best: transforms
-
 With an agent of your own, the loop is yours and only :func:`next_stage_start` is needed::
 
     start = next_stage_start(env.unwrapped.store, env.unwrapped.start_key)
     env = gym.make("Net2Net-v0", start_net=start, ...)
 
-EAS retrains the stage's best net longer (100 epochs) before the next stage; here it starts the
-next stage with the weights it was fine-tuned to during the search.
+EAS retrains the stage's best net longer (100 epochs) before the next stage
+(:func:`experiments.eas_stages.retrain`).
 """
 
 from __future__ import annotations
@@ -47,7 +30,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +49,7 @@ from .training import TrainConfig, train
 from .transforms import deepen, widen
 
 __all__ = ["apply_transform", "best_child", "checkpoint_bytes", "export_model", "load_checkpoint",
-           "load_weights", "model_from_checkpoint", "next_stage_start", "replay", "run_stages",
+           "load_weights", "model_from_checkpoint", "next_stage_start", "replay",
            "stage_checkpoint"]
 
 
@@ -244,34 +227,3 @@ def stage_checkpoint(store: EvaluationStore, key: str) -> dict[str, Any]:
     if blob is None:
         raise ConfigError(f"no weights stored for key={key!r}")
     return {**load_checkpoint(blob), "key": key}
-
-
-def run_stages(make_env: Callable[[Any], Any], policy: Callable[[Any, Mapping[str, Any]], Any], *,
-               n_stages: int, episodes: int, start_net: Any = None,
-               seed: int = 0) -> list[dict[str, Any]]:
-    """Run ``n_stages`` EAS stages of ``episodes`` episodes each.
-
-    :param make_env: ``start_net -> env`` (a ``Net2Net-v0`` env, wrapped or not); called once per
-        stage, first with ``start_net``, then with the previous stage's :func:`next_stage_start`.
-    :param policy: ``(obs, info) -> action`` (``info["action_mask"]`` holds the legal actions).
-    :param seed: ``reset(seed=seed + episode index)`` of the first episode of every stage.
-    :return: per stage ``{"start_key", "best", "returns"}`` (``best``: the store record of the
-        stage's best child by the env's reward).
-    """
-    stages = []
-    for _ in range(n_stages):
-        env = make_env(start_net)
-        base, returns = env.unwrapped, []
-        for episode in range(episodes):
-            obs, info = env.reset(seed=seed + episode)
-            total, done = 0.0, False
-            while not done:
-                obs, reward, terminated, truncated, info = env.step(policy(obs, info))
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-        best = best_child(base.store, base.start_key, reward=base.reward_fn)
-        stages.append({"start_key": base.start_key, "best": best, "returns": returns})
-        start_net = stage_checkpoint(base.store, best["key"])
-        env.close()
-    return stages

@@ -10,6 +10,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import nas_gym
+from agents import make_agent
+from experiments.eas_stages import run_eas_stages
 from nas_gym.arch.plain import DIGITS_START_NET, ConvLayer, FCLayer, PlainCNN, PoolLayer
 from nas_gym.checkpoint import load_model, save_model
 from nas_gym.errors import ConfigError, InvalidActionError
@@ -20,7 +22,6 @@ from nas_gym.stages import (
     export_model,
     load_weights,
     replay,
-    run_stages,
 )
 from nas_gym.store import EvaluationStore
 from nas_gym.transforms import legal_deepen_positions, legal_widen_layers
@@ -225,20 +226,30 @@ def test_start_weights_are_trained_once_per_store(tmp_path) -> None:
 
 
 def test_stages_chain_best_nets() -> None:
+    """The EAS stage runner: the stage's best is retrained and starts the next stage; the store's
+    lineage runs start net -> stage-1 best -> retrained best -> stage-2 best."""
     store = EvaluationStore(":memory:")
-    rng = np.random.default_rng(0)
-    stages = run_stages(
-        lambda start: make(start_net=start, store=store, max_deeper=1, max_wider=1),
-        lambda obs, info: int(rng.choice(np.flatnonzero(info["action_mask"][:-1]))),
-        n_stages=2, episodes=2)
-    assert stages[1]["start_key"] == stages[0]["best"]["key"]
+    stages = run_eas_stages(
+        lambda start: make(start_net=start, store=store, max_deeper=1, max_wider=1,
+                           protocol="eas"),
+        make_agent("random", seed=0), nets=[2, 2], retrain_epochs=1)
+    retrained = stages[0]["retrained"]
+    assert retrained["result"]["status"] == "ok" and stages[1]["retrained"] is None
+    assert stages[1]["start_key"] == retrained["key"]
+    assert stages[1]["start_accuracy"] == retrained["result"]["accuracy"]
+    assert [len(s["episodes"]) for s in stages] == [2, 2]
     best = stages[1]["best"]
     chain = store.lineage(best["key"])
     assert [link["key"] for link in chain] == [stages[0]["start_key"], stages[0]["best"]["key"],
-                                               best["key"]]
+                                               retrained["key"], best["key"]]
     children = [r for r in store.records() if r["parent"] == stages[1]["start_key"]]
     assert best["result"]["accuracy"] == max(r["result"]["accuracy"] for r in children)
     assert best_child(store, stages[1]["start_key"])["key"] == best["key"]  # no penalty: by acc
+
+
+def test_stage_runner_refuses_bad_nets() -> None:
+    with pytest.raises(ValueError, match="nets"):
+        run_eas_stages(make, make_agent("random"), nets=[3, 0])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
