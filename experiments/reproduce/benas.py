@@ -37,8 +37,9 @@ def run(config: dict[str, Any], out: Path, tiny: bool) -> str:
     more complex cells and higher accuracy."""
     torch.set_num_threads(int(config.get("threads", 1)))
     base = shrink(config["benas"], tiny)
-    if tiny:
-        base["budget_samples"] = 8
+    if tiny:  # a smaller Omega and budget probe too
+        base["budget_samples"] = 4
+        base["env_kwargs"]["max_blocks"] = 3
     seeds = config["seeds"][:1] if tiny else config["seeds"]
     runs = []
     for budget in config["final_budgets"]:
