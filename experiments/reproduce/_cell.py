@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,8 +48,3 @@ def cell_complexity(architecture: dict[str, Any]) -> dict[str, int]:
     ops = [op for c in cells for b in c.blocks for op in (b.op1, b.op2)]
     return {"blocks": sum(len(c.blocks) for c in cells),
             "weighted_ops": sum(op.startswith(WEIGHTED_PREFIXES) for op in ops)}
-
-
-def cores() -> int:
-    """CPU cores this process may use (for the report's context)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
