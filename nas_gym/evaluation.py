@@ -115,6 +115,10 @@ class EvaluationPipeline:
             self._costs[sha] = costs
         return dict(self._costs[sha])
 
+    def clear_cost_cache(self) -> None:
+        """Forget the costs cached by :meth:`costs` (a benchmark timing a first count)."""
+        self._costs.clear()
+
     def evaluate(self, arch: Architecture, *, seed: int, model: nn.Module | None = None,
                  lineage: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], EvalResult | None]:
         """Terminal info of ``arch`` and the fresh :class:`EvalResult` (None on a cache hit or an
