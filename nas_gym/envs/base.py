@@ -3,7 +3,8 @@ terminal evaluation. A token env subclasses :class:`TokenEnv` and describes only
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -53,6 +54,7 @@ class NasEnv(gym.Env):
             accuracy_transform=accuracy_transform or self.default_accuracy_transform, **common)
         self.last_info: dict[str, Any] = {}
         self._was_reset = False
+        self._on_child: Callable[[Architecture], dict[str, Any]] | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._was_reset = True
@@ -108,8 +110,25 @@ class NasEnv(gym.Env):
     def _decision(self) -> str:
         return "this step"
 
+    @contextmanager
+    def sampling(self, on_child: Callable[[Architecture], dict[str, Any]]) -> Iterator[None]:
+        """While active, an episode's terminal evaluation is ``on_child(arch)`` instead of the
+        pipeline's: reward 0, the terminal info is ``{"architecture": ..., **on_child(arch)}``.
+        The episodes are then only samples of a policy (B-ENAS's Algorithms 2 and 3 train or
+        score the sampled children themselves); nothing is trained, stored or counted."""
+        if self._on_child is not None:
+            raise RuntimeError("sampling() is already active on this env")
+        self._on_child = on_child
+        try:
+            yield
+        finally:
+            self._on_child = None
+
     def evaluate_architecture(self, arch: Architecture, **kwargs: Any) -> dict[str, Any]:
-        """Terminal info of ``arch`` through the shared pipeline (store, costs, reward)."""
+        """Terminal info of ``arch`` through the shared pipeline (store, costs, reward), or the
+        sampling hook's (:meth:`sampling`)."""
+        if self._on_child is not None:
+            return {"reward": 0.0, "architecture": arch.to_dict(), **self._on_child(arch)}
         info, _ = self.components.pipeline.evaluate(arch, seed=self.components.seed, **kwargs)
         return info
 
