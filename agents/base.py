@@ -244,6 +244,11 @@ class Agent(ABC):
         """One action for the decision described by ``info``; ``state`` is the recurrent context
         returned by the previous call of the same episode (``None`` at its start)."""
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a callback asked the running :meth:`learn` to stop."""
+        return self._stop
+
     def best(self) -> Episode | None:
         """The finished episode with the highest return so far (``None`` before the first)."""
         return self._best

@@ -192,6 +192,16 @@ class ReinforceAgent(Agent):
         self.updates = 0
 
     # -- controller -----------------------------------------------------------------------------
+    def setup(self, env: gym.Env) -> None:
+        """Build the controller for ``env``'s action space (what :meth:`learn` does first; B-ENAS
+        samples before it learns); checks the action count when already built."""
+        n = check_discrete(env, self.name)
+        if self.controller is None:
+            self._build(n)
+        elif self.controller.n_actions != n:
+            raise bad_value("env.action_space.n", n,
+                            f"{self.controller.n_actions} (the controller's action count)")
+
     def _build(self, n_actions: int) -> None:
         self.controller = Controller(n_actions, self.hidden_size, self.num_layers, self.cell,
                                      self.fixed_embeddings)
@@ -340,12 +350,7 @@ class ReinforceAgent(Agent):
         children trained) concurrently (see :mod:`agents.base`)."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
         envs = as_envs(env)
-        n = check_discrete(envs[0], self.name)
-        if self.controller is None:
-            self._build(n)
-        elif self.controller.n_actions != n:
-            raise bad_value("env.action_space.n", n,
-                            f"{self.controller.n_actions} (the controller's action count)")
+        self.setup(envs[0])
         self._stop = False
         batch: list[Episode] = []
         while self.num_episodes < total and not self._stop:

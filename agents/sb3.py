@@ -136,13 +136,13 @@ class _Hook(BaseCallback):
         self.agent, self.cb, self.total = agent, callback, total
 
     def _on_step(self) -> bool:
-        return not self.agent._stop and self.agent.num_episodes < self.total
+        return not self.agent.stopping and self.agent.num_episodes < self.total
 
     def _on_rollout_start(self) -> None:
         # a rollout starts after the previous one was trained on: a consistent state to save
-        if self.agent._rollouts > 0:
+        if self.agent.rollouts > 0:
             self.cb.on_update(self.agent)
-        self.agent._rollouts += 1
+        self.agent.rollouts += 1
 
 
 class SB3Agent(Agent):
@@ -177,7 +177,7 @@ class SB3Agent(Agent):
         self.policy, self.device = policy or default_policy(self.cls), device
         self.algo_kwargs = {**defaults, **algo_kwargs}
         self.model: BaseAlgorithm | None = None
-        self._rollouts = 0
+        self.rollouts = 0
         self._log_dir: str | None = None
 
     def log_to(self, folder: str) -> None:
@@ -265,13 +265,13 @@ class SB3Agent(Agent):
                      "parameters": self.model.get_parameters(),
                      "counters": {k: int(getattr(self.model, k)) for k in _COUNTERS}}
         return {**super().state_dict(), "algorithm": self.algorithm, "model": model,
-                "rollouts": self._rollouts}
+                "rollouts": self.rollouts}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if state["algorithm"] != self.algorithm:
             raise bad_value("state['algorithm']", state["algorithm"], repr(self.algorithm))
-        self._rollouts = int(state.get("rollouts", 0))
+        self.rollouts = int(state.get("rollouts", 0))
         saved = state["model"]
         if saved is None:
             self.model = None

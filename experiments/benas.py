@@ -44,12 +44,11 @@ searched one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -60,7 +59,7 @@ import numpy as np
 import torch
 
 import nas_gym
-from agents.base import Episode, check_discrete
+from agents.base import Episode
 from agents.reinforce import ReinforceAgent
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.arch.cell import CellArchitecture
@@ -167,7 +166,7 @@ def derive_budget(config: BenasConfig) -> tuple[dict[str, float], dict[str, Any]
     probe = gym.make(config.env, **kwargs)
     archs: list[Architecture] = []
     rng = np.random.default_rng(0)
-    with _children_only(probe, lambda arch: archs.append(arch) or {}):
+    with probe.unwrapped.sampling(lambda arch: archs.append(arch) or {}):
         while len(archs) < config.budget_samples:
             obs, info = probe.reset(seed=len(archs))
             done = False
@@ -213,22 +212,6 @@ def select_cell(candidates: list[dict[str, Any]], rule: str = "accuracy_x_cost")
     return best
 
 
-@contextlib.contextmanager
-def _children_only(env: gym.Env, on_child: Callable[[Architecture], dict]) -> Iterator[None]:
-    """While active, the env's terminal evaluation is ``on_child(arch)`` (reward 0): the episode
-    is only a sample of the controller (TrainChild; see the module doc)."""
-    base = env.unwrapped
-
-    def evaluate_architecture(arch: Architecture, **_: Any) -> dict[str, Any]:
-        return {"reward": 0.0, "architecture": arch.to_dict(), **on_child(arch)}
-
-    base.evaluate_architecture = evaluate_architecture  # shadows the method on this instance
-    try:
-        yield
-    finally:
-        del base.evaluate_architecture
-
-
 class BenasSearch:
     """The state of one B-ENAS run: the env (with Omega in its shared evaluator), the controller,
     and the phases of Algorithm 1 as methods."""
@@ -264,8 +247,7 @@ class BenasSearch:
         self.history: list[dict[str, Any]] = []
 
     def _ensure_controller(self) -> None:
-        if self.agent.controller is None:  # Algorithm 1 line 1: initialise theta before sampling
-            self.agent._build(check_discrete(self.env, self.agent.name))
+        self.agent.setup(self.env)  # Algorithm 1 line 1: initialise theta before sampling
 
     # -- Algorithm 2 ------------------------------------------------------------------------------
     def sample_architectures(self, n: int, on_child: Callable[[Architecture], dict] | None = None
@@ -279,7 +261,7 @@ class BenasSearch:
             archs.append(arch)
             return on_child(arch) if on_child is not None else {}
 
-        with _children_only(self.env, visit):
+        with self.env.unwrapped.sampling(visit):
             self.agent.sample(self.env, n)
         return archs
 

@@ -71,7 +71,7 @@ def counted_by_hooks(model: nn.Module) -> bool:
         if kind in _CONVS or kind is nn.Linear or kind in _NO_FLOPS \
                 or getattr(kind, "counts_no_flops", False):
             continue
-        if _leaf(m) or any(p is not None for p in m._parameters.values()):
+        if _leaf(m) or next(m.parameters(recurse=False), None) is not None:
             return False
     return True
 

@@ -53,11 +53,22 @@ class EvaluationPipeline:
         self.threads = threads or torch.get_num_threads()
         self.input_shape, self.num_classes, self.device = input_shape, num_classes, device
         self.reject_infeasible, self.measure_latency = reject_infeasible, measure_latency
-        self.fingerprint = evaluator_fingerprint(evaluator)
+        #: False for an evaluator whose results depend on more than the architecture and seed
+        #: (``cacheable = False``: the shared-weight evaluator): every evaluation runs and is
+        #: recorded, none is served from the store, and its fingerprint is read afresh each time
+        self.cacheable = bool(getattr(evaluator, "cacheable", True))
+        self._fingerprint = evaluator_fingerprint(evaluator)
         self._costs: dict[str, dict[str, float]] = {}  # arch sha256 -> pre-training costs
         self._arch_json: dict[Architecture, tuple[str, str]] = {}  # arch -> (sha256, JSON)
-        self._live = bool(getattr(evaluator, "live_fingerprint", False))
-        self._fp_json: tuple[dict[str, Any], str] | None = None
+        self._fp_json: str | None = None
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What besides the architecture and the seed decides a result (the store key's part):
+        computed once, or at every read for an evaluator that is not :attr:`cacheable`."""
+        if self.cacheable:
+            return self._fingerprint
+        return evaluator_fingerprint(self.evaluator)
 
     def key(self, arch: Architecture, seed: int, lineage: Mapping[str, Any] | None = None) -> str:
         fp = self.fingerprint if lineage is None else {**self.fingerprint, "lineage": lineage}
@@ -72,12 +83,12 @@ class EvaluationPipeline:
 
     def _fingerprint_json(self) -> str:
         """Canonical JSON of :attr:`fingerprint`: serialised once, or at every call for an
-        evaluator whose fingerprint is live (``live_fingerprint = True``: ``"shared"``)."""
-        if self._live:
+        evaluator that is not :attr:`cacheable`."""
+        if not self.cacheable:
             return canonical_json(self.fingerprint)
-        if self._fp_json is None or self._fp_json[0] is not self.fingerprint:
-            self._fp_json = (self.fingerprint, canonical_json(self.fingerprint))
-        return self._fp_json[1]
+        if self._fp_json is None:
+            self._fp_json = canonical_json(self._fingerprint)
+        return self._fp_json
 
     def _key(self, arch_json: str, seed: int, lineage: Mapping[str, Any] | None) -> str:
         """:meth:`key` from the architecture's canonical JSON: the canonical JSON of
@@ -115,6 +126,10 @@ class EvaluationPipeline:
             self._costs[sha] = costs
         return dict(self._costs[sha])
 
+    def clear_cost_cache(self) -> None:
+        """Forget the costs cached by :meth:`costs` (a benchmark timing a first count)."""
+        self._costs.clear()
+
     def evaluate(self, arch: Architecture, *, seed: int, model: nn.Module | None = None,
                  lineage: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], EvalResult | None]:
         """Terminal info of ``arch`` and the fresh :class:`EvalResult` (None on a cache hit or an
@@ -124,7 +139,7 @@ class EvaluationPipeline:
         simulated = getattr(self.evaluator, "simulated_time", False)
         arch_json = self._described(arch)[1]
         key = self._key(arch_json, seed, lineage)
-        record = self.store.get(key)
+        record = self.store.get(key) if self.cacheable else None
         result: EvalResult | None = None
         if record is not None:
             cache_hit = True

@@ -12,10 +12,11 @@ registered name or any object with these two methods):
   it the store keys on the evaluator's class name.
 
 ``needs_model`` (optional attribute, default True): when False the env does not build a module for
-the evaluator (its costs are counted from the architecture). ``live_fingerprint`` (optional,
-default False): True when ``fingerprint()`` returns a dict whose contents change between
-evaluations (the ``"shared"`` evaluator): the pipeline then serialises it for every store key,
-instead of once.
+the evaluator (its costs are counted from the architecture). ``cacheable`` (optional, default
+True): False for an evaluator whose result depends on more than the architecture, the seed and
+its fingerprint at construction - the ``"shared"`` evaluator, whose super-network changes with
+every evaluation: the pipeline then runs every evaluation and records it, never serves one from
+the store, and reads ``fingerprint()`` afresh for each store key.
 """
 
 from __future__ import annotations
@@ -134,4 +135,3 @@ class TrainEvaluator(Evaluator):
         return EvalResult(accuracy=acc, status=run.status, train_seconds=run.train_seconds,
                           val_loss=loss, epochs=run.epochs, message=run.message, extra=extra,
                           model=model)
-from . import evaluators_table  # noqa: E402, F401  (registers "table")

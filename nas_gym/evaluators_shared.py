@@ -23,12 +23,12 @@ and projected to the env's training config (``epochs x steps per epoch``), so a 
 ``step_seconds`` and ``measured_train_seconds``.
 
 **Store-cache decision.** A shared-weight score depends on Omega's training history, so it must
-never be served as the result of an architecture. The evaluator's :meth:`fingerprint` holds a
-*live* ``"supernet"`` entry: the super-network's random id and its counts of training steps and
-evaluations. The evaluation pipeline copies the fingerprint once (a shallow copy) and reads the
-entry at every key, so every evaluation has its own key: never a cache hit, in this process or in
-another (``tests/test_supernet.py`` checks it through an env), and the store still records each
-evaluation.
+never be served as the result of an architecture: the evaluator says so (``cacheable = False``,
+the evaluator contract of :mod:`nas_gym.evaluators`), so the evaluation pipeline runs every
+evaluation and never looks it up. Its :meth:`fingerprint` holds a ``"supernet"`` entry (the
+super-network's random id and its counts of training steps and evaluations), read afresh for
+every key, so each evaluation is recorded under its own key and no other process can serve it
+either (``tests/test_supernet.py`` checks it through an env).
 """
 
 from __future__ import annotations
@@ -52,12 +52,13 @@ from .evaluators import EVALUATORS, EvalResult, Evaluator
 from .supernet import SharedChild, SuperNet, build_supernet
 from .training import (
     TrainConfig,
-    _autocast,
-    _free,
-    _is_oom,
-    _make_scheduler,
+    autocast_for,
     evaluate,
+    free_memory,
+    is_oom,
     make_optimizer,
+    make_scheduler,
+    train_step,
 )
 
 SETTINGS = ("train_steps", "val_batches", "score_children", "measure_train_seconds")
@@ -105,7 +106,7 @@ class SharedEvaluator(Evaluator):
 
     needs_model = False
     #: the pipeline serialises :meth:`fingerprint` at every key (its "supernet" entry moves)
-    live_fingerprint = True
+    cacheable = False  # Omega changes with every evaluation (see the module doc)
 
     def __init__(self, data: DataSplit, config: TrainConfig, *, time_limit: float | None = None,
                  train_steps: int = 1, val_batches: int | None = 1, batch_size: int | None = None,
@@ -169,7 +170,7 @@ class SharedEvaluator(Evaluator):
         return {"evaluator": "shared", "data": self.data.fingerprint,
                 "training": self.config.fingerprint(), "batch_size": self.batch_size,
                 "time_limit": self.time_limit, "space": self.space,
-                "supernet": self.state}  # live: a new key per evaluation (module doc)
+                "supernet": dict(self.state)}  # a new key per evaluation (module doc)
 
     @property
     def supernet_params(self) -> int | None:
@@ -189,7 +190,7 @@ class SharedEvaluator(Evaluator):
                 arch, self.data.input_shape, self.data.num_classes, batch_size=self.batch_size,
                 device=self.data.device, seed=seed, **self.space.get(arch.kind, {}))
             self.optimizer = make_optimizer(self.supernet, self.config)
-            self.scheduler = _make_scheduler(self.optimizer, self.schedule, self.steps_per_epoch)
+            self.scheduler = make_scheduler(self.optimizer, self.schedule, self.steps_per_epoch)
             self.gen = torch.Generator(device=self.data.device).manual_seed(int(seed))
         return self.supernet
 
@@ -226,35 +227,30 @@ class SharedEvaluator(Evaluator):
         try:
             for _ in range(steps):
                 idx = self._batch("train")
+                # channels_last on every device, as Omega is (nas_gym.supernet.build_supernet)
                 x = augment_batch(self.data.train_x[idx], self.gen, augment).contiguous(
                     memory_format=torch.channels_last)
                 y = self.data.train_y[idx]
-                with _autocast(self.data.device):
-                    logits = child(x).float()
-                loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):  # no update: one bad child must not poison Omega
+                # no update on a non-finite loss: one bad child must not poison Omega
+                loss, logits = train_step(child, x, y, opt, self.scheduler,
+                                          self.config.grad_clip, skip_nonfinite=True)
+                if not torch.isfinite(loss):
                     status, message = "diverged", f"loss became {float(loss):.4g}"
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(child.parameters(), self.config.grad_clip)
-                opt.step()
-                self.scheduler.step()
                 self.state["steps"] += 1
                 done += 1
-                loss_sum += float(loss.detach())
-                correct += int((logits.detach().argmax(1) == y).sum())
+                loss_sum += float(loss)
+                correct += int((logits.argmax(1) == y).sum())
                 seen += int(y.shape[0])
                 if self.time_limit is not None and time.perf_counter() - start > self.time_limit:
                     status, message = "timeout", f"stopped after {done} steps"
                     break
         except Exception as exc:  # noqa: BLE001 - a child's fault must not crash the search
-            if not _is_oom(exc):
+            if not is_oom(exc):
                 raise
             status, message = "oom", f"{type(exc).__name__}: {exc}"
             opt.zero_grad(set_to_none=True)
-            _free(self.data.device)
+            free_memory(self.data.device)
         self._sync()
         return ChildSteps(status, done, time.perf_counter() - start,
                           loss_sum / done if done else float("nan"),
@@ -268,7 +264,7 @@ class SharedEvaluator(Evaluator):
         b = self.batch_size
         self._sync()
         start = time.perf_counter()
-        with _autocast(self.data.device):
+        with autocast_for(self.data.device):
             x = self.data.train_x[:b].contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(child(x).float(), self.data.train_y[:b])
         loss.backward()

@@ -28,7 +28,6 @@ architecture sha256); a space may pass a closed-form function instead when a tes
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -123,21 +122,3 @@ class HardBudget:
         raise ConfigError(
             f"budget={self.bounds} cannot be met with hard_budget=True: the smallest architecture "
             f"this env can construct costs {smallest}; raise the budget or shrink the search space")
-
-
-def token_rollout(env: Any, prefix: Sequence[int], rule: Callable[[np.ndarray], int]
-                  ) -> Architecture:
-    """The architecture a token env's grammar completes from ``prefix`` when every further token
-    is ``rule(grammar mask)``.
-
-    ``env`` is a :class:`~nas_gym.envs.base.TokenEnv` whose grammar methods (``_valid``,
-    ``_finished``, ``_architecture``) read only ``env._tokens``; the tokens are restored after.
-    """
-    saved = env._tokens
-    env._tokens = list(prefix)
-    try:
-        while not env._finished():
-            env._tokens.append(int(rule(env._valid())))
-        return env._architecture()
-    finally:
-        env._tokens = saved

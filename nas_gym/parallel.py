@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import evaluators_table  # noqa: F401  (registers "table" in worker processes)
 from .arch.base import Architecture
 from .data import DataConfig, load_data
 from .errors import ConfigError, bad_value

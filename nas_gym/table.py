@@ -23,7 +23,7 @@ import importlib.resources
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .arch.base import Architecture
+from .envs.grammar import enumerate_states
 from .errors import ConfigError
 
 FORMAT = "nas_gym-table-1"
@@ -98,35 +99,24 @@ class ArchitectureNotInTable(ConfigError, KeyError):
 def enumerate_architectures(env: Any, *, limit: int = 100_000) -> list[Architecture]:
     """Every distinct architecture a token env (``nas_gym.envs.base.TokenEnv``) can emit.
 
-    Depth-first over the env's own masks (``_allowed``) and grammar hooks (``_on_token``,
-    ``_finished``, ``_architecture``) - the code ``step`` runs, minus the evaluation - so the
-    enumeration cannot drift from the env. Token sequences mapping to the same architecture are
-    merged (first seen wins). Raises :class:`ConfigError` past ``limit`` architectures.
+    Depth-first over the env's public grammar (:mod:`nas_gym.envs.grammar`) and its masks
+    (``env.allowed_actions(state)``: the grammar's mask and the hard budget's) - what ``step``
+    runs, minus the evaluation - so the enumeration cannot drift from the env. Token sequences
+    mapping to the same architecture are merged (first seen wins). Raises :class:`ConfigError`
+    past ``limit`` architectures. The env is not stepped.
     """
     env = getattr(env, "unwrapped", env)
+    grammar = env.grammar
     found: dict[str, Architecture] = {}
 
-    def replay(prefix: Sequence[int]) -> None:
-        env.reset()
-        for a in prefix:
-            env._tokens.append(int(a))
-            env._on_token(int(a))
+    def visit(state: Any) -> None:
+        arch = grammar.architecture(state)
+        found.setdefault(arch.sha256, arch)
+        if len(found) > limit:
+            raise ConfigError(f"the space has more than limit={limit} architectures; "
+                              "shrink it (fewer layers / choices) to build a table")
 
-    def walk(prefix: list[int]) -> None:
-        replay(prefix)
-        if env._finished():
-            arch = env._architecture()
-            found.setdefault(arch.sha256, arch)
-            if len(found) > limit:
-                raise ConfigError(f"the space has more than limit={limit} architectures; "
-                                  "shrink it (fewer layers / choices) to build a table")
-            return
-        for a in np.flatnonzero(env._allowed()).tolist():
-            walk([*prefix, a])
-
-    env.reset(seed=0)
-    walk([])
-    env.reset(seed=0)
+    enumerate_states(grammar, env.allowed_actions, visit)
     return list(found.values())
 
 

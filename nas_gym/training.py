@@ -146,25 +146,75 @@ class TrainResult:
     message: str = ""
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _is_oom(exc: BaseException) -> bool:
+def device_layout(x: torch.Tensor) -> torch.Tensor:
+    """The one memory-format rule of the project: channels_last for image batches on CUDA (a
+    tensor-core friendly layout), as they are elsewhere. On CPU channels_last was 1.6x faster here,
+    but oneDNN's channels_last backward of depthwise convs with few channels (cells at
+    channels=4) corrupted the heap (torch 2.14.1)."""
+    if x.device.type == "cuda" and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def place_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device``, in the layout :func:`device_layout` gives its inputs."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               optimizer: torch.optim.Optimizer, scheduler: Any = None,
+               grad_clip: float | None = None, *, skip_nonfinite: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step of ``model`` on the batch ``(x, y)`` (already augmented): forward under
+    :func:`autocast_for` in :func:`device_layout`, cross-entropy in fp32, backward, gradient
+    clipping, the optimizer's and the scheduler's step. Used by :func:`train` and by the
+    shared-weight evaluator (a child's path through the super-network).
+
+    :param skip_nonfinite: a non-finite loss makes no update (a shared-weight step must not
+        poison the shared weights); this reads the loss on the host (a device sync).
+    :returns: ``(loss, logits)``, detached.
+    """
+    with autocast_for(x.device):
+        logits = model(device_layout(x)).float()
+    loss = F.cross_entropy(logits, y)
+    if skip_nonfinite and not torch.isfinite(loss):
+        return loss.detach(), logits.detach()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach(), logits.detach()
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (CUDA's, or the CPU allocator's)."""
     return isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     ) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc).lower())
 
 
-def _free(device: torch.device) -> None:
+def free_memory(device: torch.device) -> None:
+    """Release what an out-of-memory child left (garbage, and CUDA's cached blocks)."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
 
-def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """The learning-rate schedule of ``cfg`` (stepped once per training step)."""
     sched = torch.optim.lr_scheduler
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch, eta_min=cfg.lr_min)
@@ -210,14 +260,10 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
     optimizer = scheduler = None
     paths: list[nn.Module] = []
     try:
-        model.to(device)
-        if device.type == "cuda":  # channels_last: tensor-core friendly layout on CUDA only.
-            # On CPU it was 1.6x faster here, but oneDNN's channels_last backward of depthwise
-            # convs with few channels (cells at channels=4) corrupted the heap (torch 2.14.1).
-            model.to(memory_format=torch.channels_last)
+        place_model(model, device)
         model.train()
         optimizer = make_optimizer(model, config)
-        scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
+        scheduler = make_scheduler(optimizer, config, steps_per_epoch)
         paths = [m for m in model.modules() if hasattr(m, "drop_path_prob")] \
             if config.drop_path else []
         for m in paths:
@@ -231,20 +277,12 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
                 x = augment_batch(x_all[idx], gen, augment)
                 for m in paths:  # ScheduledDropPath: linear from 0 to config.drop_path
                     m.drop_path_prob = config.drop_path * steps / max(1, total_steps - 1)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device):
-                    loss = F.cross_entropy(model(x), y_all[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                running += loss.detach()
+                loss, _ = train_step(model, x, y_all[idx], optimizer, scheduler,
+                                     config.grad_clip)
+                running += loss
                 steps += 1
                 # CPU: a check per step is free; CUDA: every 20 steps to avoid a sync per step
-                if (device.type != "cuda" or steps % 20 == 0) and not torch.isfinite(loss.detach()):
+                if (device.type != "cuda" or steps % 20 == 0) and not torch.isfinite(loss):
                     raise _Diverged(f"loss became {loss.item():.4g} at step {steps}")
                 if time_limit is not None and time.perf_counter() - start > time_limit:
                     raise _Timeout(f"stopped after {steps} steps ({time_limit}s limit)")
@@ -266,11 +304,11 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
     except _Timeout as exc:
         status, message = "timeout", str(exc)
     except Exception as exc:  # noqa: BLE001 - a child's fault must not crash the search
-        if not _is_oom(exc):
+        if not is_oom(exc):
             raise
         status, message = "oom", f"{type(exc).__name__}: {exc}"
         optimizer = scheduler = None
-        _free(device)
+        free_memory(device)
     for m in paths:  # the trained model is deterministic again (and holds no generator)
         m.drop_path_prob, m.drop_path_gen = 0.0, None
     return TrainResult(status=status, epochs=steps / steps_per_epoch, steps=steps,
@@ -299,10 +337,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     correct = torch.zeros((), device=device, dtype=torch.long)
     loss = torch.zeros((), device=device)
     for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        if device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
+        xb, yb = device_layout(x[i:i + batch_size]), y[i:i + batch_size]
+        with autocast_for(device):
             logits = model(xb).float()
         loss += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()

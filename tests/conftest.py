@@ -3,6 +3,7 @@
 - One torch thread per process (inherited by the subprocesses tests start): the children here are
   tiny, train faster on one thread, and several processes on 2 cores must not oversubscribe them.
 - The default evaluation store goes to a temporary file, never ~/.cache.
+- ``@pytest.mark.gpu`` tests run only where CUDA is available (skipped otherwise).
 """
 
 from __future__ import annotations
@@ -31,3 +32,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     slow = {module(item) for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: module(item) not in slow)
+    if not torch.cuda.is_available():  # the ``gpu`` marker: CUDA paths, skipped without a GPU
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(skip)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -107,18 +106,12 @@ def test_repeated_architecture_is_served_from_store(tmp_path) -> None:
     env = gym.make("CellNAS-v0", store=str(path), **FAST).unwrapped
     _, first = run_episode(env, np.random.default_rng(3), seed=0)
     assert not first["cache_hit"]
-    tokens = list(env._tokens)
-    times = []
-    for _ in range(5):  # the median of 5 repeats, so one scheduler hiccup does not decide it
-        env.reset()
-        for t in tokens[:-1]:
-            env.step(t)
-        start = time.perf_counter()
-        _, reward, _, _, again = env.step(tokens[-1])
-        times.append(time.perf_counter() - start)
-        assert again["cache_hit"]
-    elapsed = sorted(times)[2]
-    assert elapsed < 0.005, times
+    tokens = env.tokens  # how fast a hit is: python -m experiments.benchmarks.store_speed
+    env.reset()
+    for t in tokens[:-1]:
+        env.step(t)
+    _, reward, _, _, again = env.step(tokens[-1])
+    assert again["cache_hit"]
     for key in ("accuracy", "costs", "architecture", "status", "penalty"):
         assert again[key] == first[key], key
     # a second env on the same file shares the results (another process would too)
@@ -179,7 +172,7 @@ def test_invalid_action_is_remapped_or_raises() -> None:
     env = gym.make("CellNAS-v0", min_blocks=2, max_blocks=3, store=":memory:", **FAST).unwrapped
     env.reset(seed=0)
     _, _, _, _, info = env.step(4)  # num_blocks allows 0..1: 4 -> valid[4 % 2] = 0
-    assert info["invalid_action"] and env._tokens == [0]
+    assert info["invalid_action"] and env.tokens == (0,)
     _, _, _, _, info = env.step(1)
     assert not info["invalid_action"]
     strict = gym.make("CellNAS-v0", invalid_action="raise", store=":memory:", **FAST)

@@ -11,7 +11,7 @@ import torch
 from nas_gym.arch.macro import MacroArchitecture, MacroLayer
 from nas_gym.data import DataConfig, load_data
 from nas_gym.evaluators_epnas import EpnasEvaluator, prediction_config
-from nas_gym.training import _make_scheduler, get_preset
+from nas_gym.training import get_preset, make_scheduler
 
 
 def test_epnas_config_on_cifar10_predicts_with_lr_05_batch_1024_for_10_epochs() -> None:
@@ -27,7 +27,7 @@ def test_epnas_config_on_cifar10_predicts_with_lr_05_batch_1024_for_10_epochs() 
     # the 10 epochs are one full SGDR period: 0.5 at the start, half way at epoch 5, ~l_min at 10
     steps = 44  # 45_000 // 1024
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
-    sched = _make_scheduler(opt, cfg, steps)
+    sched = make_scheduler(opt, cfg, steps)
     lrs = []
     for _ in range(cfg.epochs * steps):
         lrs.append(opt.param_groups[0]["lr"])

@@ -42,7 +42,7 @@ def random_episodes(env, n: int, seed: int = 0):
         while True:
             mask = info["action_mask"]
             assert mask.any()  # a state reached through allowed actions always goes on
-            masked += int(env._valid().sum() - mask.sum())
+            masked += int(env.grammar.valid(env.state).sum() - mask.sum())
             _, _, term, _, info = env.step(int(rng.choice(np.flatnonzero(mask))))
             if term:
                 infos.append(info)
@@ -87,15 +87,14 @@ def test_macro_masks_are_sound_and_exact_on_a_small_space(budget) -> None:
         if state.done:
             out.add(state.layers)
             return
-        env._state = state
-        mask = env._allowed() if hard else env._valid()
+        mask = env.allowed_actions(state) if hard else grammar.valid(state)
         for a in np.flatnonzero(mask):
             finish(grammar.apply(state, int(a)), out, hard)
 
     every, allowed = set(), set()
     finish(grammar.start(), every, hard=False)
     finish(grammar.start(), allowed, hard=True)
-    fitting = {ls for ls in every if env._budget.fits(MacroArchitecture(ls, env.head))}
+    fitting = {ls for ls in every if env.hard_budget_rule.fits(MacroArchitecture(ls, env.head))}
     assert len(every) == 2_712 and 0 < len(fitting) < len(every)
     assert allowed == fitting
 
@@ -128,6 +127,6 @@ def test_cell_every_finished_architecture_fits(budget) -> None:
 
 def test_cell_hard_budget_changes_nothing_when_off() -> None:
     env = make("CellNAS-v0", budget=2_300, **CELL)
-    assert not env.hard_budget and env._budget is None
+    assert not env.hard_budget and env.hard_budget_rule is None
     _, masked = random_episodes(env, 2)
     assert masked == 0

@@ -122,7 +122,7 @@ def test_strides_never_shrink_the_map_below_1x1() -> None:
     assert info["token_type"] == "stride" and info["action_mask"].tolist() == [1, 1, 0, 0]
     *_, info = env.step(2)  # masked stride 4 is remapped (invalid) to valid[2 % 2] = stride 1
     assert info["invalid_action"]
-    assert env._state.layers[-1].stride == 1
+    assert env.state.layers[-1].stride == 1
 
 
 def test_two_inputs_are_concatenated_on_channels() -> None:
@@ -260,7 +260,7 @@ def test_invalid_action_is_remapped_or_raises() -> None:
     env = make()
     env.reset(seed=0)
     *_, info = env.step(7)  # filters: 4 choices, 7 -> valid[7 % 4] = 3
-    assert info["invalid_action"] and env._state.picks == (3,)
+    assert info["invalid_action"] and env.state.picks == (3,)
     strict = make(invalid_action="raise")
     strict.reset(seed=0)
     with pytest.raises(InvalidActionError, match="filters"):

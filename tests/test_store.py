@@ -7,10 +7,8 @@ import os
 import pickle
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -86,18 +84,14 @@ def test_put_get_upsert_and_queries(tmp_path):
         assert conn.execute("SELECT accuracy FROM evaluations WHERE key=?", (key,)).fetchone() == (0.75,)
 
 
-def test_get_of_a_stored_key_takes_under_5_ms(tmp_path):
+def test_get_of_stored_keys_returns_each_record(tmp_path):
+    """(How fast: ``python -m experiments.benchmarks.store_speed``.)"""
     with EvaluationStore(tmp_path / "store.sqlite") as store:
         keys = [evaluation_key(ARCH, FP, s) for s in range(500)]
         for s, key in enumerate(keys):
             store.put(key, _result(s / 500), architecture=ARCH, fingerprint=FP, seed=s)
-        times = []
-        for key in keys[::10]:
-            start = time.perf_counter()
-            assert store.get(key) is not None
-            times.append(time.perf_counter() - start)
-    assert len(times) == 50
-    assert statistics.median(times) < 5e-3, f"median get() {statistics.median(times) * 1e3:.3f} ms"
+        for s in range(0, 500, 10):
+            assert store.get(keys[s])["accuracy"] == s / 500
 
 
 def test_lineage_weights_and_in_flight():

@@ -18,7 +18,6 @@ import nas_gym  # noqa: F401
 from experiments.table_build import BuildConfig, build_table
 from nas_gym.arch.macro import MacroArchitecture, MacroLayer
 from nas_gym.errors import ConfigError
-from nas_gym.evaluators import TrainEvaluator
 from nas_gym.store import EvaluationStore
 from nas_gym.table import ArchitectureNotInTable, Table
 
@@ -140,17 +139,11 @@ def test_mismatched_training_is_refused(built):
                  evaluator_kwargs={"path": str(built["path"])})
 
 
-def test_lookup_is_1000x_faster_than_training(built):
+def test_lookup_answers_the_recorded_result_every_time(built):
+    """(How much faster than training: ``python -m experiments.benchmarks.store_speed``.)"""
     env = _table_env(built["path"]).unwrapped
     table_eval = env.components.evaluator
     arch = MacroArchitecture((MacroLayer(4, 3, 1, ()), MacroLayer(4, 5, 1, (0,))))
-    trainer = TrainEvaluator(env.components.data, env.components.train_config)
-    start = time.perf_counter()
-    trainer.evaluate(arch, seed=0)
-    train_s = time.perf_counter() - start
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
-        table_eval.evaluate(arch, seed=0)
-    lookup_s = (time.perf_counter() - start) / n
-    assert train_s / lookup_s >= 1000, (train_s, lookup_s)
+    first = table_eval.evaluate(arch, seed=0)
+    assert first.status == "ok" and 0 < first.accuracy <= 1 and first.train_seconds > 0
+    assert all(table_eval.evaluate(arch, seed=0) == first for _ in range(200))

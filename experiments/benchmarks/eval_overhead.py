@@ -40,7 +40,7 @@ import nas_gym
 import nas_gym.table
 from agents.random_search import RandomSearch
 from nas_gym.costs import flop_counter_costs
-from nas_gym.hard_budget import token_rollout
+from nas_gym.envs.grammar import rollout
 
 
 class Timed:
@@ -148,11 +148,12 @@ def cell_costs(cells: int, seed: int = 0) -> dict[str, float]:
     assert not pipeline.measure_latency  # the default reward does not read latency
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    archs = [token_rollout(env, [], lambda mask: int(rng.choice(np.flatnonzero(mask))))
+    archs = [rollout(env.grammar, env.grammar.start(),
+                     lambda _, mask: int(rng.choice(np.flatnonzero(mask))))
              for _ in range(cells)]  # random cells of the env's grammar, not evaluated
     fast, slow = [], []
     for arch in archs:
-        pipeline._costs.clear()
+        pipeline.clear_cost_cache()
         start = time.perf_counter()
         costs = pipeline.costs(arch)
         fast.append(time.perf_counter() - start)

@@ -44,7 +44,7 @@ from nas_gym.arch.cell import Block, Cell, CellArchitecture
 from nas_gym.data import DataConfig, DataSplit, augment_batch, load_data
 from nas_gym.device import resolve_device
 from nas_gym.parallel import EvaluatorSpec, ProcessEvaluator
-from nas_gym.training import TrainConfig, _make_scheduler, evaluate, make_optimizer, train
+from nas_gym.training import TrainConfig, evaluate, make_optimizer, make_scheduler, train
 
 #: full size (one GPU, under 5 minutes) and the CPU-sized ``--tiny`` run
 SIZES = {"full": {"shape": (3, 32, 32), "samples": 25_000, "channels": 20, "blocks": 5,
@@ -104,7 +104,7 @@ def hand_loop(model: nn.Module, data: DataSplit, cfg: TrainConfig, *, seed: int,
     batch = min(cfg.batch_size, n)
     steps = n // batch
     opt = make_optimizer(model, cfg)
-    sched = _make_scheduler(opt, cfg, steps)
+    sched = make_scheduler(opt, cfg, steps)
     gen = torch.Generator(device=device).manual_seed(seed)
     _sync(device)
     start = time.perf_counter()

@@ -3,7 +3,8 @@ terminal evaluation. A token env subclasses :class:`TokenEnv` and describes only
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +14,7 @@ from gymnasium import spaces
 from ..arch.base import Architecture
 from ..errors import InvalidActionError, ResetNeeded, bad_value
 from .common import INVALID_ACTION_MODES, Components, build_components
+from .grammar import TokenGrammar
 
 
 class NasEnv(gym.Env):
@@ -52,6 +54,7 @@ class NasEnv(gym.Env):
             accuracy_transform=accuracy_transform or self.default_accuracy_transform, **common)
         self.last_info: dict[str, Any] = {}
         self._was_reset = False
+        self._on_child: Callable[[Architecture], dict[str, Any]] | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._was_reset = True
@@ -107,8 +110,25 @@ class NasEnv(gym.Env):
     def _decision(self) -> str:
         return "this step"
 
+    @contextmanager
+    def sampling(self, on_child: Callable[[Architecture], dict[str, Any]]) -> Iterator[None]:
+        """While active, an episode's terminal evaluation is ``on_child(arch)`` instead of the
+        pipeline's: reward 0, the terminal info is ``{"architecture": ..., **on_child(arch)}``.
+        The episodes are then only samples of a policy (B-ENAS's Algorithms 2 and 3 train or
+        score the sampled children themselves); nothing is trained, stored or counted."""
+        if self._on_child is not None:
+            raise RuntimeError("sampling() is already active on this env")
+        self._on_child = on_child
+        try:
+            yield
+        finally:
+            self._on_child = None
+
     def evaluate_architecture(self, arch: Architecture, **kwargs: Any) -> dict[str, Any]:
-        """Terminal info of ``arch`` through the shared pipeline (store, costs, reward)."""
+        """Terminal info of ``arch`` through the shared pipeline (store, costs, reward), or the
+        sampling hook's (:meth:`sampling`)."""
+        if self._on_child is not None:
+            return {"reward": 0.0, "architecture": arch.to_dict(), **self._on_child(arch)}
         info, _ = self.components.pipeline.evaluate(arch, seed=self.components.seed, **kwargs)
         return info
 
@@ -123,49 +143,51 @@ class NasEnv(gym.Env):
 class TokenEnv(NasEnv):
     """An env whose episode emits one token per step (SPEC §0), then evaluates the architecture.
 
-    Subclasses set ``self.n_actions``, ``self.max_tokens`` and implement the grammar methods.
+    A subclass sets ``self.grammar`` (a :class:`~nas_gym.envs.grammar.TokenGrammar`: pure
+    functions of a frozen state) and ``self.max_tokens``, then calls :meth:`_init_spaces`; the env
+    holds the grammar's state (:attr:`state`) and the tokens emitted so far. A hard budget (SPEC
+    §3.5) narrows the grammar's mask through :meth:`_extra_mask`; :meth:`allowed_actions` is the
+    resulting mask of any state, what the table builder and look-ahead agents read.
     Observation: ``MultiDiscrete([n_actions + 1] * max_tokens)``, the tokens emitted so far plus 1,
     padded with 0.
     """
 
-    n_actions: int
+    grammar: TokenGrammar
     max_tokens: int
 
     def _init_spaces(self) -> None:
+        self.n_actions = self.grammar.n_actions
         self.action_space = spaces.Discrete(self.n_actions)
         self.observation_space = spaces.MultiDiscrete(
             np.full(self.max_tokens, self.n_actions + 1, dtype=np.int64))
         self._tokens: list[int] = []
+        self._state = self.grammar.start()
         self._mask = np.ones(self.n_actions, dtype=bool)
         self._done = True
 
-    # -- grammar (subclass) --------------------------------------------------------------------
-    @abstractmethod
-    def _token_type(self) -> str:
-        """Name of the decision the next action makes."""
+    @property
+    def state(self) -> Hashable:
+        """The grammar state of the tokens emitted so far (immutable)."""
+        return self._state
 
-    @abstractmethod
-    def _valid(self) -> np.ndarray:
-        """Bool mask of the actions allowed for the next token."""
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The actions applied so far in this episode (after any remapping)."""
+        return tuple(self._tokens)
 
-    @abstractmethod
-    def _finished(self) -> bool:
-        """Whether the tokens emitted so far complete an architecture."""
+    def allowed_actions(self, state: Hashable | None = None) -> np.ndarray:
+        """Boolean mask of the actions allowed after ``state`` (default: the current one): the
+        grammar's mask, narrowed by the hard budget when it is on."""
+        state = self._state if state is None else state
+        valid = self.grammar.valid(state)
+        return valid & self._extra_mask(state, valid)
 
-    @abstractmethod
-    def _architecture(self) -> Architecture:
-        """The architecture the complete token sequence describes."""
-
-    def _on_token(self, action: int) -> None:
-        """Hook: grammar bookkeeping after a token is appended (default: nothing)."""
-
-    def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
-        """Hook ANDed into ``_valid()`` (the hard budget, SPEC §3.5); default: ``valid``."""
+    def _extra_mask(self, state: Hashable, valid: np.ndarray) -> np.ndarray:
+        """Hook ANDed into the grammar's mask (the hard budget, SPEC §3.5); default: ``valid``."""
         return valid
 
-    def _allowed(self) -> np.ndarray:
-        valid = self._valid()
-        return valid & self._extra_mask(valid)
+    def _token_type(self) -> str:
+        return self.grammar.token_type(self._state)
 
     # -- gymnasium API ---------------------------------------------------------------------------
     def action_masks(self) -> np.ndarray:
@@ -189,26 +211,27 @@ class TokenEnv(NasEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._tokens = []
+        self._state = self.grammar.start()
         self._done = False
-        self._mask = self._allowed()
+        self._mask = self.allowed_actions()
         return self._obs(), self._step_info(False)
 
     def step(self, action: Any):
         self._check_can_step(self._done)
         a, invalid = self._check_action(action, self._mask)
         self._tokens.append(a)
-        self._on_token(a)
+        self._state = self.grammar.apply(self._state, a)
         reward = 0.0
-        if self._finished():
+        if self.grammar.done(self._state):
             self._done = True
             self._mask = np.ones(self.n_actions, dtype=bool)
             info = self._step_info(invalid)
-            terminal = self.evaluate_architecture(self._architecture())
+            terminal = self.evaluate_architecture(self.grammar.architecture(self._state))
             reward = terminal.pop("reward")
             info.update(terminal)
             self.last_info = info
         else:
-            self._mask = self._allowed()
+            self._mask = self.allowed_actions()
             info = self._step_info(invalid)
         return self._obs(), float(reward), self._done, False, info
 

@@ -9,13 +9,94 @@ import numpy as np
 from ..arch.cell import COMBINES, OP_SETS, Block, Cell, CellArchitecture
 from ..costs import count_params
 from ..errors import bad_value
-from ..hard_budget import HardBudget, token_rollout
+from ..hard_budget import HardBudget
 from ..models.cell_ops import OPS
 from .base import TokenEnv
+from .grammar import rollout
 
 REDUCTION_MODES = ("shared", "separate")
 SLOT_TYPES = ("input", "input", "op", "op", "combine")
 COMBINE_MODES = (*COMBINES, "search")
+
+
+class CellGrammar:
+    """The token grammar of CellNAS-v0 (see :class:`CellNASEnv`'s action space) as pure functions
+    of the tokens emitted so far (the state: a tuple of ints)."""
+
+    def __init__(self, min_blocks: int, max_blocks: int, ops: tuple[str, ...], n_cells: int,
+                 combine: str, n_normal: int, channels: int) -> None:
+        self.min_blocks, self.max_blocks, self.ops, self.n_cells = min_blocks, max_blocks, ops, \
+            n_cells
+        self.combine, self.n_normal, self.channels = combine, n_normal, channels
+        self.slots = 5 if combine == "search" else 4
+        self.n_actions = max(max_blocks - min_blocks + 1, max_blocks + 1, len(ops))
+        self.max_tokens = n_cells * (1 + self.slots * max_blocks)
+        self._masks: dict[tuple[int, int], np.ndarray] = {}
+
+    def start(self) -> tuple[int, ...]:
+        return ()
+
+    def apply(self, state: tuple[int, ...], action: int) -> tuple[int, ...]:
+        return (*state, int(action))
+
+    def position(self, t: tuple[int, ...]) -> tuple[int, int, int]:
+        """(cell, block, slot) of the next token; block -1 = the cell's num_blocks token."""
+        start, cell, k = 0, 0, self.slots
+        while start < len(t):
+            end = start + 1 + k * (self.min_blocks + t[start])
+            if len(t) < end:
+                within = len(t) - start - 1
+                return cell, within // k, within % k
+            start, cell = end, cell + 1
+        return cell, -1, 0
+
+    def token_type(self, state: tuple[int, ...]) -> str:
+        _, block, slot = self.position(state)
+        return "num_blocks" if block < 0 else SLOT_TYPES[slot]
+
+    def valid(self, state: tuple[int, ...]) -> np.ndarray:
+        """Read-only mask, built once per (block, slot)."""
+        _, block, slot = self.position(state)
+        key = (block, slot if block >= 0 else 0)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = np.zeros(self.n_actions, dtype=bool)
+            if block < 0:
+                mask[: self.max_blocks - self.min_blocks + 1] = True
+            elif slot < 2:
+                mask[: block + 2] = True
+            elif slot == 4:
+                mask[: len(COMBINES)] = True
+            else:
+                mask[: len(self.ops)] = True
+            mask.flags.writeable = False
+            self._masks[key] = mask
+        return mask
+
+    def cells(self, t: tuple[int, ...]) -> list[Cell]:
+        """The complete cells of the tokens ``t``."""
+        cells, start, k = [], 0, self.slots
+        while start < len(t):
+            b = self.min_blocks + t[start]
+            end = start + 1 + k * b
+            if end > len(t):
+                break
+            body = t[start + 1:end]
+            cells.append(Cell(tuple(
+                Block(body[k * i], body[k * i + 1], self.ops[body[k * i + 2]],
+                      self.ops[body[k * i + 3]],
+                      COMBINES[body[k * i + 4]] if k == 5 else self.combine)
+                for i in range(b))))
+            start = end
+        return cells
+
+    def done(self, state: tuple[int, ...]) -> bool:
+        return len(self.cells(state)) == self.n_cells
+
+    def architecture(self, state: tuple[int, ...]) -> CellArchitecture:
+        cells = self.cells(state)
+        return CellArchitecture(normal=cells[0], reduction=cells[1] if len(cells) > 1 else None,
+                                n_normal=self.n_normal, channels=self.channels)
 
 
 class CellNASEnv(TokenEnv):
@@ -92,7 +173,6 @@ class CellNASEnv(TokenEnv):
             raise bad_value("combine", combine, "'add' with evaluator='shared' (the "
                                                 "super-network adds a block's two paths)")
         self.combine = combine
-        self._slots = 5 if combine == "search" else 4
         for name, v in (("min_blocks", min_blocks), ("max_blocks", max_blocks),
                         ("n_normal", n_normal), ("channels", channels)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -116,73 +196,23 @@ class CellNASEnv(TokenEnv):
         self.min_blocks, self.max_blocks, self.ops = min_blocks, max_blocks, ops
         self.reduction, self.n_normal, self.channels = reduction, n_normal, channels
         self.n_cells = 2 if reduction == "separate" else 1
-        self.n_actions = max(max_blocks - min_blocks + 1, max_blocks + 1, len(ops))
-        self.max_tokens = self.n_cells * (1 + self._slots * max_blocks)
+        self.grammar = CellGrammar(min_blocks, max_blocks, ops, self.n_cells, combine, n_normal,
+                                   channels)
+        self.max_tokens = self.grammar.max_tokens
         self._init_spaces()
-        self._budget: HardBudget | None = None
+        self.hard_budget_rule: HardBudget | None = None
         if self.hard_budget:
             self._op_params = [sum(count_params(OPS.get(op)(channels, s)) for s in (1, 2))
                                for op in ops]  # normal and reduction positions
-            self._budget = HardBudget.for_space(self.components.reward.constraints,
+            self.hard_budget_rule = HardBudget.for_space(self.components.reward.constraints,
                                                 self.input_shape, self.num_classes)
-            self._budget.check_start([token_rollout(self, [], self._cheap_token)])
-
-    # -- grammar ---------------------------------------------------------------------------------
-    def _position(self) -> tuple[int, int, int]:
-        """(cell, block, slot) of the next token; block -1 = the cell's num_blocks token."""
-        start, cell, t, k = 0, 0, self._tokens, self._slots
-        while start < len(t):
-            end = start + 1 + k * (self.min_blocks + t[start])
-            if len(t) < end:
-                within = len(t) - start - 1
-                return cell, within // k, within % k
-            start, cell = end, cell + 1
-        return cell, -1, 0
-
-    def _token_type(self) -> str:
-        _, block, slot = self._position()
-        return "num_blocks" if block < 0 else SLOT_TYPES[slot]
-
-    def _valid(self) -> np.ndarray:
-        mask = np.zeros(self.n_actions, dtype=bool)
-        _, block, slot = self._position()
-        if block < 0:
-            mask[: self.max_blocks - self.min_blocks + 1] = True
-        elif slot < 2:
-            mask[: block + 2] = True
-        elif slot == 4:
-            mask[: len(COMBINES)] = True
-        else:
-            mask[: len(self.ops)] = True
-        return mask
-
-    def _finished(self) -> bool:
-        return len(self._cells_so_far()) == self.n_cells
-
-    def _cells_so_far(self) -> list[Cell]:
-        cells, start, t, k = [], 0, self._tokens, self._slots
-        while start < len(t):
-            b = self.min_blocks + t[start]
-            end = start + 1 + k * b
-            if end > len(t):
-                break
-            body = t[start + 1:end]
-            cells.append(Cell(tuple(
-                Block(body[k * i], body[k * i + 1], self.ops[body[k * i + 2]],
-                      self.ops[body[k * i + 3]],
-                      COMBINES[body[k * i + 4]] if k == 5 else self.combine)
-                for i in range(b))))
-            start = end
-        return cells
-
-    def _architecture(self) -> CellArchitecture:
-        cells = self._cells_so_far()
-        return CellArchitecture(normal=cells[0], reduction=cells[1] if len(cells) > 1 else None,
-                                n_normal=self.n_normal, channels=self.channels)
+            self.hard_budget_rule.check_start(
+                [rollout(self.grammar, self.grammar.start(), self._cheap_token)])
 
     def _describe(self) -> list[str]:
-        """``render_mode="ansi"``: each cell's blocks as ``op(input) + op(input)``."""
-        lines, start, t = [], 0, self._tokens
+        """``render_mode="ansi"``: each cell's blocks as ``op(input) + op(input)`` (``concat``
+        instead of ``+`` for a concatenating block)."""
+        lines, start, t, k = [], 0, self._tokens, self.grammar.slots
 
         def source(k: int) -> str:
             return ("cell k-2", "cell k-1")[k] if k < 2 else f"block {k - 2}"
@@ -191,29 +221,31 @@ class CellNASEnv(TokenEnv):
             b = self.min_blocks + t[start]
             kind = "normal" if not lines else "reduction"
             lines.append(f"{kind} cell, {b} blocks:")
-            body = t[start + 1:start + 1 + 4 * b]
-            for i in range(0, len(body), 4):
-                blk = list(body[i:i + 4])
+            body = t[start + 1:start + 1 + k * b]
+            for i in range(0, len(body), k):
+                blk = list(body[i:i + k])
                 in1, in2 = (source(blk[n]) if len(blk) > n else "?" for n in (0, 1))
                 op1 = self.ops[blk[2]] if len(blk) > 2 else "?"
                 op2 = self.ops[blk[3]] if len(blk) > 3 else "?"
-                lines.append(f"  block {i // 4}: {op1}({in1}) + {op2}({in2})")
-            start += 1 + 4 * b
+                combine = COMBINES[blk[4]] if len(blk) > 4 else self.combine
+                join = "concat" if combine == "concat" else "+"
+                lines.append(f"  block {i // k}: {op1}({in1}) {join} {op2}({in2})")
+            start += 1 + k * b
         return lines or [f"{'normal' if self.n_cells == 1 else 'normal + reduction'} cell: "
                          "no block yet"]
 
     # -- hard budget (SPEC §3.5) ----------------------------------------------------------------
-    def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
-        if self._budget is None:
+    def _extra_mask(self, state: tuple[int, ...], valid: np.ndarray) -> np.ndarray:
+        if self.hard_budget_rule is None:
             return valid
-        return self._budget.mask(
-            valid, lambda a: [token_rollout(self, [*self._tokens, a], self._cheap_token)])
+        return self.hard_budget_rule.mask(valid, lambda a: [
+            rollout(self.grammar, self.grammar.apply(state, a), self._cheap_token)])
 
-    def _cheap_token(self, valid: np.ndarray) -> int:
+    def _cheap_token(self, state: tuple[int, ...], valid: np.ndarray) -> int:
         """Completion rule of the hard budget: fewest blocks; each input the latest state (so one
         loose end); the op with the fewest parameters at strides 1 and 2 (ties: first in ``ops``)."""
         allowed = np.flatnonzero(valid)
-        kind = self._token_type()
+        kind = self.grammar.token_type(state)
         if kind == "op":
             return int(min(allowed, key=lambda a: (self._op_params[a], a)))
         return int(allowed[-1] if kind == "input" else allowed[0])

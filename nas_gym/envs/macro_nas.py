@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 
 from ..arch.bench_macro import NUM_LAYERS, OPS, BenchMacroArchitecture
-from ..arch.macro import FILTERS, HEADS, KERNELS, STRIDES, MacroArchitecture, MacroLayer, conv_out
+from ..arch.macro import FILTERS, HEADS, KERNELS, STRIDES, MacroArchitecture
 from ..errors import ConfigError, bad_value
 from ..hard_budget import HardBudget
 from ..models.bench_macro import bench_macro_costs
@@ -19,8 +18,15 @@ from ..models.macro import macro_costs
 from ..rewards import RELATIVE_WEIGHT_SETS
 from .base import TokenEnv
 from .common import with_table_defaults
+from .macro_grammar import (
+    COMPLETION_RULES,
+    STOP,
+    GrammarState,
+    MacroGrammar,
+    OpGrammar,
+    reference_costs,
+)
 
-CONTINUE, STOP = 0, 1
 #: Seed 001's defaults (its method section) and the simplified space it reports (§4.3).
 DEFAULTS: dict[str, Any] = {"filters": FILTERS, "kernels": KERNELS, "strides": STRIDES,
                             "min_layers": 1, "max_layers": 8, "skip_connections": False,
@@ -30,211 +36,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: NAS-Bench-Macro's space (Su et al. CVPR 2021): one op token per layer, its own grammar.
 BENCH_PRESET = "nas_bench_macro"
-#: Cheap-token rules whose completions the hard budget checks (see ``MacroGrammar.cheap``).
-COMPLETION_RULES = ("early", "thin", "one", "shrink")
-#: The fixed-seed sample of the space whose median costs are the calibrated reward's references.
-REFERENCE_SAMPLES, REFERENCE_SEED = 256, 0
-
-
-@dataclass(frozen=True)
-class GrammarState:
-    """Layers closed so far, the actions of the open layer, and the trunk size it reads."""
-
-    layers: tuple[MacroLayer, ...]
-    picks: tuple[int, ...]
-    hw: tuple[int, int]
-    done: bool = False
-
-
-class MacroGrammar:
-    """The token grammar of MacroNAS-v0 as pure functions of a :class:`GrammarState`.
-
-    Layer ``i`` emits, in order: ``filters``, ``kernel``, ``stride`` (each only when it has more
-    than one choice), one ``skip`` per earlier layer ``j = 0 .. i-1`` (1 = "layer j feeds layer
-    i"; only with skip connections), and ``stop`` (1 = stop after this layer; only when
-    ``min_layers <= i + 1 < max_layers``).
-    """
-
-    def __init__(self, filters: tuple[int, ...], kernels: tuple[int, ...],
-                 strides: tuple[int, ...], min_layers: int, max_layers: int, skip: bool,
-                 input_hw: tuple[int, int]) -> None:
-        self.filters, self.kernels, self.strides = filters, kernels, strides
-        self.min_layers, self.max_layers, self.input_hw = min_layers, max_layers, input_hw
-        self.decisions: list[tuple[tuple[str, int], ...]] = []
-        for i in range(max_layers):
-            d = [(name, -1) for name, c in (("filters", filters), ("kernel", kernels),
-                                            ("stride", strides)) if len(c) > 1]
-            d += [("skip", j) for j in range(i)] if skip else []
-            d += [("stop", -1)] if min_layers <= i + 1 < max_layers else []
-            self.decisions.append(tuple(d))
-        self._fmin = filters.index(min(filters))
-        self._masks: dict[tuple[str, tuple[int, int], int], np.ndarray] = {}
-        self._kmin = kernels.index(min(kernels))
-
-    def start(self) -> GrammarState:
-        return self._settle(GrammarState((), (), self.input_hw))
-
-    def next(self, st: GrammarState) -> tuple[str, int]:
-        """(token type, earlier layer j for a skip token else -1) of the next decision."""
-        return self.decisions[len(st.layers)][len(st.picks)]
-
-    def valid(self, st: GrammarState) -> list[int]:
-        """Allowed actions: a stride that would shrink the trunk below 1x1 (s > min(h, w)) is out."""
-        kind, _ = self.next(st)
-        if kind == "filters":
-            return list(range(len(self.filters)))
-        if kind == "kernel":
-            return list(range(len(self.kernels)))
-        if kind == "stride":
-            return self.valid_strides(st.hw)
-        return [0, 1]
-
-    def valid_mask(self, st: GrammarState, size: int) -> np.ndarray:
-        """:meth:`valid` as a read-only boolean mask of ``size`` actions, built once per (decision
-        kind, trunk size), all that :meth:`valid` reads (a table episode's hot path)."""
-        key = (self.next(st)[0], st.hw, size)
-        mask = self._masks.get(key)
-        if mask is None:
-            mask = np.zeros(size, dtype=bool)
-            mask[self.valid(st)] = True
-            mask.flags.writeable = False
-            self._masks[key] = mask
-        return mask
-
-    def apply(self, st: GrammarState, action: int) -> GrammarState:
-        return self._settle(GrammarState(st.layers, (*st.picks, action), st.hw))
-
-    def layer(self, i: int, picks: Sequence[int]) -> MacroLayer:
-        """Layer ``i`` from its decisions so far (single-choice fields implied; no skip chosen
-        means the previous layer, or the image for layer 0)."""
-        f, k, s = self.filters[0], self.kernels[0], self.strides[0]
-        chosen = []
-        for (kind, j), a in zip(self.decisions[i], picks, strict=False):
-            if kind == "filters":
-                f = self.filters[a]
-            elif kind == "kernel":
-                k = self.kernels[a]
-            elif kind == "stride":
-                s = self.strides[a]
-            elif kind == "skip" and a == 1:
-                chosen.append(j)
-        return MacroLayer(f, k, s, tuple(chosen) or (() if i == 0 else (i - 1,)))
-
-    def _settle(self, st: GrammarState) -> GrammarState:
-        """Close the open layer once all its decisions are made (repeat for decision-free ones)."""
-        while not st.done and len(st.picks) == len(self.decisions[len(st.layers)]):
-            i = len(st.layers)
-            d = self.decisions[i]
-            layer = self.layer(i, st.picks)
-            stop = st.picks[-1] == STOP if d and d[-1][0] == "stop" else i + 1 >= self.max_layers
-            hw = (conv_out(st.hw[0], layer.kernel, layer.stride),
-                  conv_out(st.hw[1], layer.kernel, layer.stride))
-            st = GrammarState((*st.layers, layer), (), hw, stop)
-        return st
-
-    # -- completions for the hard budget (nas_gym.hard_budget) ---------------------------------
-    def cheap(self, st: GrammarState, rule: str) -> int:
-        """The next token of a cheap completion (a deterministic function of the state).
-
-        Every rule takes the smallest filters and kernel and the largest allowed stride.
-        ``"early"`` reads no skip (so the previous layer) and stops as soon as allowed;
-        ``"thin"`` reads only the narrowest earlier layer (the latest of equals) and stops as soon
-        as allowed; ``"one"`` reads every loose end and stops once the open layer is such a cheap
-        layer (so it adds at most one after the agent's layers); ``"shrink"`` also keeps adding
-        cheap layers while a stride > 1 fits.
-        """
-        kind, j = self.next(st)
-        if kind == "filters":
-            return self._fmin
-        if kind == "kernel":
-            return self._kmin
-        if kind == "stride":
-            return max(self.valid(st), key=self.strides.__getitem__)
-        if kind == "skip":
-            if rule == "thin":
-                narrow = min(range(len(st.layers)), key=lambda m: (st.layers[m].filters, -m))
-                return int(j == narrow)
-            return int(rule != "early" and j in self._loose(st.layers))
-        if rule in ("early", "thin"):
-            return STOP
-        i = len(st.layers)
-        layer = self.layer(i, st.picks)
-        cheap = (layer.filters == self.filters[self._fmin]
-                 and layer.kernel == self.kernels[self._kmin]
-                 and layer.stride == max(self.strides[a] for a in self.valid_strides(st.hw))
-                 and (i == 0 or layer.inputs == self._loose(st.layers)))
-        if rule == "shrink" and cheap:
-            hw = (conv_out(st.hw[0], layer.kernel, layer.stride),
-                  conv_out(st.hw[1], layer.kernel, layer.stride))
-            cheap = max(self.strides[a] for a in self.valid_strides(hw)) == 1
-        return STOP if cheap else CONTINUE
-
-    def valid_strides(self, hw: tuple[int, int]) -> list[int]:
-        return [a for a, s in enumerate(self.strides) if s <= min(hw)]
-
-    @staticmethod
-    def _loose(layers: tuple[MacroLayer, ...]) -> tuple[int, ...]:
-        return MacroArchitecture(layers).loose_ends()
-
-    def complete(self, st: GrammarState, rule: str) -> tuple[MacroLayer, ...]:
-        while not st.done:
-            st = self.apply(st, self.cheap(st, rule))
-        return st.layers
-
-
-class OpGrammar:
-    """NAS-Bench-Macro's grammar (``preset="nas_bench_macro"``): one ``"op"`` token per searched
-    layer, action k = op code k (``nas_gym.arch.bench_macro.OPS``), so the 8 actions of an episode
-    spell the table key. ``GrammarState.layers`` holds the codes chosen so far."""
-
-    decisions = [(("op", -1),)] * NUM_LAYERS
-
-    def start(self) -> GrammarState:
-        return GrammarState((), (), (0, 0))
-
-    def next(self, st: GrammarState) -> tuple[str, int]:
-        return ("op", -1)
-
-    def valid(self, st: GrammarState) -> list[int]:
-        return list(range(len(OPS)))
-
-    def valid_mask(self, st: GrammarState, size: int) -> np.ndarray:
-        """:meth:`valid` as a read-only boolean mask of ``size`` actions, built once per (decision
-        kind, trunk size), all that :meth:`valid` reads (a table episode's hot path)."""
-        key = (self.next(st)[0], st.hw, size)
-        mask = self._masks.get(key)
-        if mask is None:
-            mask = np.zeros(size, dtype=bool)
-            mask[self.valid(st)] = True
-            mask.flags.writeable = False
-            self._masks[key] = mask
-        return mask
-
-    def apply(self, st: GrammarState, action: int) -> GrammarState:
-        layers = (*st.layers, int(action))
-        return GrammarState(layers, (), st.hw, len(layers) == NUM_LAYERS)
-
-    def complete(self, st: GrammarState, rule: str) -> tuple[int, ...]:
-        """Identity for every open layer, whatever the rule: the costs add up layer by layer and
-        identity is the cheapest op of each (params, FLOPs, memory), so the hard budget's mask is
-        exact on this space."""
-        return (*st.layers, *(0,) * (NUM_LAYERS - len(st.layers)))
-
-
-def reference_costs(grammar: Any, costs_of: Callable[[tuple], dict[str, float]],
-                    n: int = REFERENCE_SAMPLES, seed: int = REFERENCE_SEED) -> dict[str, float]:
-    """Median ``params``, ``flops`` and ``memory_bytes`` of ``n`` architectures of the space,
-    sampled with uniformly random legal tokens (what random search and a fresh controller play)
-    from ``np.random.default_rng(seed)``; ``costs_of(layers)`` gives an architecture's costs in
-    closed form (:func:`macro_costs`, :func:`bench_macro_costs`)."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(n):
-        st = grammar.start()
-        while not st.done:
-            st = grammar.apply(st, int(rng.choice(grammar.valid(st))))
-        samples.append(costs_of(st.layers))
-    return {m: float(np.median([c[m] for c in samples])) for m in samples[0]}
 
 
 def _default_weights(common: dict[str, Any]) -> dict[str, Any]:
@@ -384,9 +185,9 @@ class MacroNASEnv(TokenEnv):
         self.skip_connections, self.head, self.preset = cfg["skip_connections"], cfg["head"], preset
         super().__init__(**_default_weights(common))
         self.grammar = MacroGrammar(self.filters, self.kernels, self.strides, self.min_layers,
-                                    self.max_layers, self.skip_connections, self.input_shape[1:])
+                                    self.max_layers, self.skip_connections, self.input_shape[1:],
+                                    self.head)
         self._calibrate(macro_costs)
-        self.n_actions = max(len(self.filters), len(self.kernels), len(self.strides), 2)
         self.max_tokens = sum(len(d) for d in self.grammar.decisions)
         if self.max_tokens == 0:
             raise ConfigError(
@@ -408,7 +209,7 @@ class MacroNASEnv(TokenEnv):
         super().__init__(**_default_weights(common))
         self.grammar = OpGrammar()
         self._calibrate(bench_macro_costs)
-        self.n_actions, self.max_tokens = len(OPS), NUM_LAYERS
+        self.max_tokens = NUM_LAYERS
         self._init_spaces()
         self._init_budget(bench_macro_costs)
 
@@ -419,46 +220,19 @@ class MacroNASEnv(TokenEnv):
         if reward.references is None and reward.weight_set in RELATIVE_WEIGHT_SETS:
             self.reference_costs = reference_costs(
                 self.grammar,
-                lambda layers: cost_fn(self._arch_of(layers), self.input_shape, self.num_classes))
+                lambda layers: cost_fn(self.grammar.architecture_of(layers), self.input_shape,
+                                      self.num_classes))
             reward = dataclasses.replace(reward, weights=reward.weight_set, references={
                 m: self.reference_costs[m] for m in reward.weights})
             self.components.reward = self.components.pipeline.reward = reward
 
     def _init_budget(self, cost_fn: Any) -> None:
-        self._state = self.grammar.start()
-        self._budget: HardBudget | None = None
+        self.hard_budget_rule: HardBudget | None = None
         if self.hard_budget:
-            self._budget = HardBudget.for_space(
+            self.hard_budget_rule = HardBudget.for_space(
                 self.components.reward.constraints, self.input_shape, self.num_classes,
                 cost_fn=lambda arch: cost_fn(arch, self.input_shape, self.num_classes))
-            self._budget.check_start(self._completions(self._state))
-
-    # -- grammar ---------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self._state = self.grammar.start()
-        return super().reset(seed=seed, options=options)
-
-    def _token_type(self) -> str:
-        return self.grammar.next(self._state)[0]
-
-    def _valid(self) -> np.ndarray:
-        if self.preset == BENCH_PRESET:  # every op at every layer (a table episode's hot path)
-            return np.ones(self.n_actions, dtype=bool)
-        return self.grammar.valid_mask(self._state, self.n_actions)
-
-    def _on_token(self, action: int) -> None:
-        self._state = self.grammar.apply(self._state, action)
-
-    def _finished(self) -> bool:
-        return self._state.done
-
-    def _architecture(self) -> MacroArchitecture | BenchMacroArchitecture:
-        return self._arch_of(self._state.layers)
-
-    def _arch_of(self, layers: tuple) -> MacroArchitecture | BenchMacroArchitecture:
-        if self.preset == BENCH_PRESET:
-            return BenchMacroArchitecture(ops=layers)
-        return MacroArchitecture(layers=layers, head=self.head)
+            self.hard_budget_rule.check_start(self._completions(self.grammar.start()))
 
     def _describe(self) -> list[str]:
         """``render_mode="ansi"``: each layer in words, then the open layer's decisions."""
@@ -497,10 +271,10 @@ class MacroNASEnv(TokenEnv):
     # -- hard budget (SPEC §3.5) ----------------------------------------------------------------
     def _completions(self, st: GrammarState) -> list[MacroArchitecture | BenchMacroArchitecture]:
         layers = dict.fromkeys(self.grammar.complete(st, rule) for rule in COMPLETION_RULES)
-        return [self._arch_of(ls) for ls in layers]
+        return [self.grammar.architecture_of(ls) for ls in layers]
 
-    def _extra_mask(self, valid: np.ndarray) -> np.ndarray:
-        if self._budget is None:
+    def _extra_mask(self, state: GrammarState, valid: np.ndarray) -> np.ndarray:
+        if self.hard_budget_rule is None:
             return valid
-        return self._budget.mask(
-            valid, lambda a: self._completions(self.grammar.apply(self._state, a)))
+        return self.hard_budget_rule.mask(
+            valid, lambda a: self._completions(self.grammar.apply(state, a)))
