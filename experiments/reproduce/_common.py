@@ -82,3 +82,26 @@ def significance_note(p: float, seeds: int) -> list[str]:
         return []
     return ["", f"Caveat: {seeds} seeds per agent; the difference is not significant "
             f"(p = {p:.2g} >= 0.05), so this verdict is weak evidence either way."]
+
+
+def plot_mean_curves(curves: dict[str, list], path: Path, *, xlabel: str, ylabel: str,
+                     title: str) -> None:
+    """Per agent, the mean over seeds of its best-so-far curves (cut to the shortest), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for agent, runs in curves.items():
+        if not runs:
+            continue
+        k = min(len(c) for c in runs)
+        ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in runs], axis=0),
+                label=f"{agent} ({len(runs)} seeds)")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

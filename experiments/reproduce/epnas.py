@@ -35,7 +35,7 @@ from nas_gym.store import EvaluationStore
 from ..bench_stats import rank_test
 from ..benchmarks.epnas_speed import evaluate_interleaved, spearman
 from ..search import STORE
-from ._common import TINY, command_line, run_searches, significance_note
+from ._common import TINY, command_line, plot_mean_curves, run_searches, significance_note
 
 #: EPNAS Table 5, layer-by-layer search rows (CIFAR-10): constraint, test error %, size (M),
 #: compute intensity (FLOPs/byte), compute complexity (MFLOPs).
@@ -135,25 +135,10 @@ def best_so_far(nets: list[dict[str, Any]]) -> np.ndarray:
 
 def plot_curves(nets: dict[str, dict[int, list[dict]]], path: Path) -> None:
     """Mean (over seeds) best reward so far against the nets trained, per agent (cf. Fig. 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for agent, runs in nets.items():
-        curves = [best_so_far(n) for n in runs.values() if n]
-        if not curves:
-            continue
-        k = min(len(c) for c in curves)
-        ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in curves], axis=0),
-                label=f"{agent} ({len(curves)} seeds)")
-    ax.set(xlabel="nets trained", ylabel="best reward so far (mean over seeds)",
-           title="EPNAS vs random transforms (digits)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_mean_curves({agent: [best_so_far(n) for n in runs.values() if n]
+                      for agent, runs in nets.items()}, path, xlabel="nets trained",
+                     ylabel="best reward so far (mean over seeds)",
+                     title="EPNAS vs random transforms (digits)")
 
 
 def run(config: dict[str, Any], out: Path, tiny: bool) -> str:

@@ -31,7 +31,7 @@ from agents.pnas import PNASAgent
 
 from ..bench_stats import rank_test
 from ..search import STATE, read_evaluations
-from ._common import TINY, command_line, run_searches, significance_note
+from ._common import TINY, command_line, plot_mean_curves, run_searches, significance_note
 
 #: Tiny-run overrides (smoke tests).
 TINY_PNAS = {"episodes": 4, "seeds": [0], "agents": {
@@ -113,22 +113,9 @@ def search_quality(folders: dict[str, dict[int, Path]]) -> dict[str, Any]:
 
 def plot_curves(curves: dict[str, dict[int, np.ndarray]], path: Path) -> None:
     """Mean (over seeds) best validation accuracy so far against the evaluations, per agent."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for agent, runs in curves.items():
-        k = min(len(c) for c in runs.values())
-        ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in runs.values()], axis=0),
-                label=f"{agent} ({len(runs)} seeds)")
-    ax.set(xlabel="trained networks", ylabel="best validation accuracy so far (mean)",
-           title="PNAS vs random search (digits)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_mean_curves({agent: list(runs.values()) for agent, runs in curves.items()}, path,
+                     xlabel="trained networks", ylabel="best validation accuracy so far (mean)",
+                     title="PNAS vs random search (digits)")
 
 
 def run(config: dict[str, Any], out: Path, tiny: bool) -> str:
