@@ -10,7 +10,7 @@
 
 Pieces reused, never copied: the env (``CellNAS-v0`` or ``MacroNAS-v0``) and its evaluation
 pipeline (costs, B-ENAS reward, store) with ``evaluator="shared"``
-(:class:`nas_gym.evaluators_shared.SharedEvaluator`, which holds Omega and trains it with the
+(:class:`nas_gym.evaluators.shared.SharedEvaluator`, which holds Omega and trains it with the
 ``"benas"`` training preset: Nesterov SGD, cosine restarts 0.05 -> 0.001, T0 10, Tmul 2, weight
 decay 1e-4), the REINFORCE-LSTM controller :class:`agents.reinforce.ReinforceAgent` (one update
 per sampled cell, as Algorithm 3), and :func:`nas_gym.training.train` / ``evaluate`` for the final
@@ -65,7 +65,7 @@ from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.arch.cell import CellArchitecture
 from nas_gym.costs import count_params, static_costs
 from nas_gym.errors import ConfigError, bad_value
-from nas_gym.evaluators_shared import SharedEvaluator
+from nas_gym.evaluators.shared import SharedEvaluator
 from nas_gym.rewards import parse_budget
 from nas_gym.training import evaluate, train
 

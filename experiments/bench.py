@@ -51,7 +51,7 @@ import numpy as np
 import nas_gym  # noqa: F401  (registers the env ids)
 from nas_gym.arch.base import architecture_from_dict
 from nas_gym.errors import ConfigError, bad_value
-from nas_gym.evaluators_table import load_table
+from nas_gym.evaluators.table import load_table
 from nas_gym.table import DEFAULT_TABLE, TABLES, table_path
 
 from .bench_stats import (

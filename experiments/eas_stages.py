@@ -41,7 +41,7 @@ import gymnasium as gym
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.evaluation import EvaluationPipeline
 from nas_gym.evaluators import TrainEvaluator
-from nas_gym.stages import checkpoint_bytes, load_weights, stage_checkpoint
+from nas_gym.lineage import checkpoint_bytes, load_weights, stage_checkpoint
 
 __all__ = ["retrain", "run_eas_stages"]
 
@@ -49,7 +49,7 @@ __all__ = ["retrain", "run_eas_stages"]
 def retrain(env: gym.Env, key: str, epochs: int) -> dict[str, Any]:
     """Train the stored net ``key`` ``epochs`` more epochs from its weights with the env's training
     config (EAS: the stage's best, 100 epochs); the result is stored as a child of ``key`` with no
-    transform (its fingerprint holds the training, so :func:`nas_gym.stages.replay` rebuilds it)
+    transform (its fingerprint holds the training, so :func:`nas_gym.lineage.replay` rebuilds it)
     and its weights. Returns the new store record (``key``, ``result``, ...)."""
     base = env.unwrapped
     store, c = base.store, base.components

@@ -54,7 +54,7 @@ def _shape(run: Path, saved: dict[str, Any]) -> tuple[tuple[int, int, int], int]
 
 def _store_model(run: Path, key: str, saved: dict[str, Any]) -> tuple[Any, tuple, str]:
     from nas_gym import build_model
-    from nas_gym.stages import load_weights
+    from nas_gym.lineage import load_weights
     from nas_gym.store import open_store
 
     store_path = saved.get("env_kwargs", {}).get("store") or str(run / "store.sqlite")

@@ -44,7 +44,7 @@ class BuildConfig:
     """Training seeds per architecture."""
     out: str = "macro_digits.sqlite"
     """The exported table file (default: in the current folder, never inside the installed
-    package; the committed table is ``experiments/tables/macro_digits.sqlite``)."""
+    package; the committed table is ``nas_gym/tables/macro_digits.sqlite``)."""
     store: str | None = None
     """Evaluation store (resume point); default ``<out>.store.sqlite``."""
     workers: int = 0

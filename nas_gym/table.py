@@ -35,8 +35,10 @@ from .envs.grammar import enumerate_states
 from .errors import ConfigError
 
 FORMAT = "nas_gym-table-1"
-#: The committed table of the default digits space (MacroNAS-v0, ``max_layers=2``).
-DEFAULT_TABLE = Path(__file__).resolve().parents[1] / "experiments" / "tables" / "macro_digits.sqlite"
+#: The committed table of the default digits space (MacroNAS-v0, ``max_layers=2``), package data
+#: (``nas_gym/tables/``, found through importlib.resources: editable and wheel installs alike).
+DEFAULT_TABLE = Path(str(importlib.resources.files("nas_gym").joinpath("tables",
+                                                                      "macro_digits.sqlite")))
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class TableEntry:
 TABLES: dict[str, TableEntry] = {
     "nas-bench-macro": TableEntry("nas-bench-macro_cifar10.json", "MacroNAS-v0",
                                   "nas_bench_macro", package_data=True),
-    "macro-digits": TableEntry(str(DEFAULT_TABLE), "MacroNAS-v0"),
+    "macro-digits": TableEntry("macro_digits.sqlite", "MacroNAS-v0", package_data=True),
 }
 
 

@@ -22,7 +22,7 @@ from agents.eas import EASAgent, deepen_code
 from agents.epnas import EPNASAgent, progressive_layout
 from experiments.search import read_evaluations
 from nas_gym.arch.plain import DIGITS_START_NET
-from nas_gym.stages import model_from_checkpoint, stage_checkpoint
+from nas_gym.lineage import model_from_checkpoint, stage_checkpoint
 from nas_gym.store import EvaluationStore
 
 DIGITS = (1, 8, 8), 10

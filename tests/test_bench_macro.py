@@ -18,7 +18,7 @@ import nas_gym  # noqa: F401
 from nas_gym.arch.bench_macro import OPS, BenchMacroArchitecture, layer_plan
 from nas_gym.costs import static_costs
 from nas_gym.errors import ArchitectureError, ConfigError, DatasetNotFoundError
-from nas_gym.evaluators_table import load_table
+from nas_gym.evaluators.table import load_table
 from nas_gym.models import build_model
 from nas_gym.models.bench_macro import BenchMacroNetwork, _layer, bench_macro_costs
 from nas_gym.table import enumerate_architectures

@@ -10,7 +10,7 @@ import torch
 
 from nas_gym.arch.macro import MacroArchitecture, MacroLayer
 from nas_gym.data import DataConfig, load_data
-from nas_gym.evaluators_epnas import EpnasEvaluator, prediction_config
+from nas_gym.evaluators.epnas import EpnasEvaluator, prediction_config
 from nas_gym.training import get_preset, make_scheduler
 
 

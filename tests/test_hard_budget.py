@@ -8,8 +8,8 @@ import pytest
 
 import nas_gym  # noqa: F401  (registers the envs)
 from nas_gym.arch.macro import MacroArchitecture
+from nas_gym.envs.masking import HardBudget
 from nas_gym.errors import ConfigError
-from nas_gym.hard_budget import HardBudget
 from nas_gym.rewards import Constraint
 
 CELL = {"min_blocks": 1, "max_blocks": 2, "channels": 4}

@@ -16,7 +16,7 @@ from experiments.bench import BenchConfig, bench_agent_kwargs, run_bench
 from experiments.cli import build_parser, main
 from experiments.options import parse_budget
 from experiments.search import SearchConfig, read_evaluations, run_search
-from nas_gym.evaluators_table import load_table
+from nas_gym.evaluators.table import load_table
 from nas_gym.table import DEFAULT_TABLE
 
 TABLE = load_table(DEFAULT_TABLE)

@@ -17,7 +17,7 @@ from nas_gym.checkpoint import load_model, save_model
 from nas_gym.errors import ConfigError, InvalidActionError
 from nas_gym.evaluation import EvaluationPipeline
 from nas_gym.evaluators import TrainEvaluator
-from nas_gym.stages import (
+from nas_gym.lineage import (
     best_child,
     export_model,
     load_weights,

@@ -19,7 +19,7 @@ import nas_gym  # noqa: F401  (registers the env ids)
 from nas_gym.data import DataConfig
 from nas_gym.errors import ConfigError
 from nas_gym.evaluators import TrainEvaluator
-from nas_gym.parallel import EvaluatorSpec, ProcessEvaluator, RayEvaluator
+from nas_gym.evaluators.remote import EvaluatorSpec, ProcessEvaluator, RayEvaluator
 from nas_gym.store import EvaluationStore
 from nas_gym.training import get_preset
 from nas_gym.vector import copy_devices, make_env_copies, make_env_fns, make_vector_env

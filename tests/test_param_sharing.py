@@ -15,7 +15,7 @@ import torch
 import nas_gym
 from nas_gym import epnas_ops as E
 from nas_gym.arch.epnas import EpnasLayer, LayerNet
-from nas_gym.param_sharing import ParamShareDict, fit_tensor
+from nas_gym.evaluators.param_sharing import ParamShareDict, fit_tensor
 
 L = EpnasLayer
 NET = LayerNet(layers=(L("conv2d", channels=32, filter_width=3),

@@ -21,8 +21,8 @@ from nas_gym.costs import static_costs
 from nas_gym.data import DataConfig, load_data
 from nas_gym.errors import ConfigError, InvalidActionError
 from nas_gym.evaluators import EVALUATORS
-from nas_gym.evaluators_epnas import EpnasEvaluator, default_share_path, prediction_config
-from nas_gym.param_sharing import ParamShareDict
+from nas_gym.evaluators.epnas import EpnasEvaluator, default_share_path, prediction_config
+from nas_gym.evaluators.param_sharing import ParamShareDict
 from nas_gym.store import EvaluationStore
 from nas_gym.training import TrainConfig
 

@@ -13,7 +13,7 @@ from nas_gym.costs import count_params
 from nas_gym.data import load_data
 from nas_gym.errors import ArchitectureError
 from nas_gym.evaluators import EVALUATORS
-from nas_gym.evaluators_shared import SharedEvaluator
+from nas_gym.evaluators.shared import SharedEvaluator
 from nas_gym.supernet import CellSuperNet, batch_stats_only, build_supernet, check_memory
 from nas_gym.training import get_preset
 

@@ -11,7 +11,7 @@ same hyperparameters everywhere (SGD Nesterov, cosine, gradient clipping, crop +
    ``--loader-workers`` worker processes, pinned memory on CUDA, a host-to-device copy per batch).
 3. **nas_gym vs hand-written**: :func:`nas_gym.training.train` (what every env runs), against the
    airbench-style loop with the same precision policy (bf16 on CUDA, float32 elsewhere).
-4. **1 vs k children at once** through the process backend (:class:`nas_gym.parallel.
+4. **1 vs k children at once** through the process backend (:class:`nas_gym.evaluators.remote.
    ProcessEvaluator`, one worker process per child, all on one device): k children trained one
    after the other by one worker, against k workers training one each at the same time
    (throughput ratio; workers are warmed up first).
@@ -43,7 +43,7 @@ import nas_gym
 from nas_gym.arch.cell import Block, Cell, CellArchitecture
 from nas_gym.data import DataConfig, DataSplit, augment_batch, load_data
 from nas_gym.device import resolve_device
-from nas_gym.parallel import EvaluatorSpec, ProcessEvaluator
+from nas_gym.evaluators.remote import EvaluatorSpec, ProcessEvaluator
 from nas_gym.training import TrainConfig, evaluate, make_optimizer, make_scheduler, train
 
 #: full size (one GPU, under 5 minutes) and the CPU-sized ``--tiny`` run

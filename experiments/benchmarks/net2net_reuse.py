@@ -6,7 +6,7 @@ This measures the saving on one child per seed:
 
 1. ``Net2Net-v0`` trains its start net (``--start-epochs``), then a masked random policy applies
    the EAS allowance of transforms (5 deepen, 4 widen); the child's inherited weights are rebuilt
-   from the store's lineage (``nas_gym.stages.replay(..., finetune=False)``).
+   from the store's lineage (``nas_gym.lineage.replay(..., finetune=False)``).
 2. From scratch: the child's architecture trained ``E`` epochs (``--max-epochs``, the training
    preset's lr) gives the target accuracy; then ``e = 1, 2, ..`` epochs, each ``e`` a separate run
    with its own cosine schedule (as the env's ``epochs=e`` trains), until one reaches the target.
@@ -39,7 +39,7 @@ import torch
 import nas_gym
 from nas_gym.data import DataConfig, load_data
 from nas_gym.errors import DatasetNotFoundError
-from nas_gym.stages import replay
+from nas_gym.lineage import replay
 from nas_gym.training import evaluate, train
 
 

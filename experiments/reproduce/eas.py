@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from agents import make_agent
-from nas_gym.stages import replay
+from nas_gym.lineage import replay
 from nas_gym.store import EvaluationStore
 from nas_gym.training import evaluate
 
@@ -82,7 +82,7 @@ def _make_env(env_kwargs: dict[str, Any], store: EvaluationStore, seed: int):
 
 def _inherited_accuracy(env: gym.Env, keys: list[str]) -> dict[str, float]:
     """Validation accuracy of each child's inherited weights, before any fine-tuning (the
-    transforms replayed from its parent's stored weights: :func:`nas_gym.stages.replay`)."""
+    transforms replayed from its parent's stored weights: :func:`nas_gym.lineage.replay`)."""
     base = env.unwrapped
     out = {}
     for key in dict.fromkeys(keys):

@@ -9,10 +9,10 @@ import numpy as np
 from ..arch.cell import COMBINES, OP_SETS, Block, Cell, CellArchitecture
 from ..costs import count_params
 from ..errors import bad_value
-from ..hard_budget import HardBudget
 from ..models.cell_ops import OPS
 from .base import TokenEnv
 from .grammar import rollout
+from .masking import HardBudget
 
 REDUCTION_MODES = ("shared", "separate")
 SLOT_TYPES = ("input", "input", "op", "op", "combine")
@@ -141,7 +141,7 @@ class CellNASEnv(TokenEnv):
     - ``n_normal`` (1): N during search ("3-layer" model); ``channels`` (8): first-stage width,
       sized for the quick digits default (B-ENAS / ENAS use 20-36 on CIFAR-10).
     - ``hard_budget`` (False): mask actions after which no completion meets the budget's upper
-      bounds on params / flops / memory_bytes (SPEC §3.5, ``nas_gym.hard_budget``); completion
+      bounds on params / flops / memory_bytes (SPEC §3.5, ``nas_gym.envs.masking``); completion
       rule: fewest blocks, each input the latest state, the op with the fewest parameters.
     - the common arguments of every env (SPEC §0): ``budget``, ``penalty``, ``penalty_kwargs``,
       ``accuracy_transform``, ``dataset``, ``data_root``, ``download``, ``train_size``,
@@ -149,7 +149,7 @@ class CellNASEnv(TokenEnv):
       ``evaluator_kwargs``, ``store``, ``seed``, ``reject_infeasible``, ``measure_latency``,
       ``time_limit``, ``invalid_action``; where children train (SPEC §5): ``evaluator_backend``
       (``"local"`` / ``"process"`` / ``"ray"``), ``worker_threads``, ``ray_address``,
-      ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.parallel`).
+      ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.evaluators.remote`).
 
     ## Version History
     - v0: initial version.

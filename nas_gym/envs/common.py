@@ -12,19 +12,19 @@ from typing import Any
 
 import torch
 
-from .. import evaluators_epnas, evaluators_shared  # noqa: F401  (register "epnas", "shared")
 from ..data import DataConfig, DataSplit, load_data
 from ..device import resolve_device
 from ..errors import bad_value
 from ..evaluation import EvaluationPipeline
 from ..evaluators import EVALUATORS
-from ..evaluators_table import load_table, table_data
-from ..parallel import (
+from ..evaluators.epnas import PREDICTION_PRESETS
+from ..evaluators.remote import (
     EvaluatorSpec,
     ProcessEvaluator,
     RayEvaluator,
     ensure_ray,
 )
+from ..evaluators.table import load_table, table_data
 from ..processes import check_threads, in_worker_process, watch_parent
 from ..rewards import Reward
 from ..store import EvaluationStore, open_store
@@ -136,7 +136,7 @@ def _evaluator(cfg: EnvConfig, data: DataSplit, config: TrainConfig, dev: torch.
         return evaluator
     factory = EVALUATORS.get(evaluator, "evaluator")
     if evaluator == "epnas" and isinstance(cfg.training, str) \
-            and cfg.training in evaluators_epnas.PREDICTION_PRESETS:  # no second scaling
+            and cfg.training in PREDICTION_PRESETS:  # no second scaling
         kwargs = {"derive": False, **kwargs}
     local = factory(data, config, time_limit=cfg.time_limit, **kwargs)
     remote = REMOTE_BACKENDS.get(cfg.evaluator_backend)

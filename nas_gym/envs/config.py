@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import bad_value
-from ..parallel import ProcessEvaluator, RayEvaluator, check_backend_kwargs
+from ..evaluators.remote import ProcessEvaluator, RayEvaluator, check_backend_kwargs
 from ..processes import check_threads
 from ..rewards import PENALTIES, Reward, parse_budget
 from ..training import PRESETS, TrainConfig, get_preset

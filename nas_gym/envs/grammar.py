@@ -3,7 +3,7 @@
 A token env (:class:`nas_gym.envs.base.TokenEnv`) holds one grammar and one state; ``step`` is
 ``state = grammar.apply(state, action)`` until ``grammar.done(state)``, then the env evaluates
 ``grammar.architecture(state)``. Everything that needs to look ahead - the hard budget's
-completions (:mod:`nas_gym.hard_budget`), the table builder's enumeration (:mod:`nas_gym.table`),
+completions (:mod:`nas_gym.envs.masking`), the table builder's enumeration (:mod:`nas_gym.table`),
 an agent planning a sequence - uses only this API, never an env's internals, so it cannot drift
 from what ``step`` does.
 """

@@ -130,7 +130,7 @@ class MacroGrammar:
             st = GrammarState((*st.layers, layer), (), hw, stop)
         return st
 
-    # -- completions for the hard budget (nas_gym.hard_budget) ---------------------------------
+    # -- completions for the hard budget (nas_gym.envs.masking) ---------------------------------
     def cheap(self, st: GrammarState, rule: str) -> int:
         """The next token of a cheap completion (a deterministic function of the state).
 

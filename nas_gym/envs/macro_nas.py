@@ -12,7 +12,6 @@ import numpy as np
 from ..arch.bench_macro import NUM_LAYERS, OPS, BenchMacroArchitecture
 from ..arch.macro import FILTERS, HEADS, KERNELS, STRIDES, MacroArchitecture
 from ..errors import ConfigError, bad_value
-from ..hard_budget import HardBudget
 from ..models.bench_macro import bench_macro_costs
 from ..models.macro import macro_costs
 from ..rewards import RELATIVE_WEIGHT_SETS
@@ -26,6 +25,7 @@ from .macro_grammar import (
     OpGrammar,
     reference_costs,
 )
+from .masking import HardBudget
 
 #: Seed 001's defaults (its method section) and the simplified space it reports (§4.3).
 DEFAULTS: dict[str, Any] = {"filters": FILTERS, "kernels": KERNELS, "strides": STRIDES,
@@ -142,7 +142,7 @@ class MacroNASEnv(TokenEnv):
       ``evaluator_kwargs``, ``store``, ``seed``, ``reject_infeasible``, ``measure_latency``,
       ``time_limit``, ``invalid_action``; where children train (SPEC §5): ``evaluator_backend``
       (``"local"`` / ``"process"`` / ``"ray"``), ``worker_threads``, ``ray_address``,
-      ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.parallel`).
+      ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.evaluators.remote`).
 
     ## Version History
     - v0: initial version.

@@ -1,6 +1,6 @@
 """``Net2Net-v0``: grow a trained plain CNN by function-preserving transforms (EAS; SPEC §1.3).
 
-The checkpoint format and the replayable transform records live in :mod:`nas_gym.stages`.
+The checkpoint format and the replayable transform records live in :mod:`nas_gym.lineage`.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from ..data import DataSplit
 from ..errors import ArchitectureError, ConfigError, bad_value
 from ..evaluation import EvaluationPipeline
 from ..evaluators import EvalResult, TrainEvaluator
-from ..models import build_model
-from ..stages import (
+from ..lineage import (
     apply_transform,
     checkpoint_bytes,
     load_checkpoint,
     model_from_checkpoint,
     weights_sha256,
 )
+from ..models import build_model
 from ..training import evaluate
 from ..transforms import legal_deepen_positions, legal_widen_layers
 from .base import NasEnv
@@ -127,14 +127,14 @@ class Net2NetEnv(NasEnv):
     ## Episode End
     Terminates on stop, when the ``max_deeper`` deepen and ``max_wider`` widen steps are used up
     (EAS: 5 and 4), or when no transform is legal. Never truncates. Terminal ``info`` holds the
-    SPEC §0 keys plus ``transforms`` (the records of :func:`nas_gym.stages.apply_transform`),
+    SPEC §0 keys plus ``transforms`` (the records of :func:`nas_gym.lineage.apply_transform`),
     ``parent`` (the start net's store key) and ``store_key``; the store records ``parent`` and
     ``transform`` of the child (weight lineage) and, with ``save_weights``, its fine-tuned weights.
 
     ## Arguments
     - ``start_net``: None, a ``PlainCNN``, its dict, or a trained net: a path written by
-      :func:`nas_gym.checkpoint.save_model` (e.g. by :func:`nas_gym.stages.export_model`), or a
-      dict ``{"architecture", "state_dict"[, "key"]}`` (:func:`nas_gym.stages.next_stage_start`
+      :func:`nas_gym.checkpoint.save_model` (e.g. by :func:`nas_gym.lineage.export_model`), or a
+      dict ``{"architecture", "state_dict"[, "key"]}`` (:func:`nas_gym.lineage.next_stage_start`
       makes one from the best net of a stage). A ``key`` / sidecar ``store_key`` found in the
       store becomes the children's parent, so the lineage runs across stages.
     - ``max_deeper`` (5), ``max_wider`` (4): transforms per episode (EAS).
@@ -157,7 +157,7 @@ class Net2NetEnv(NasEnv):
       draws), ``reject_infeasible``, ``measure_latency``, ``time_limit``, ``invalid_action``;
       where children train (SPEC §5): ``evaluator_backend`` (``"local"`` / ``"process"`` /
       ``"ray"``), ``worker_threads``, ``ray_address``, ``ray_resources``, ``max_retries`` (see
-      :mod:`nas_gym.parallel`).
+      :mod:`nas_gym.evaluators.remote`).
 
     Transform draws are seeded by ``(seed, start net, transforms so far)``, not by ``reset(seed)``:
     a transform path then always gives the same weights, so its evaluation is a deterministic store

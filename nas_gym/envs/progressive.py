@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from .. import epnas_ops as E
+from ..arch import epnas_ops as E
 from ..arch.base import Architecture, architecture_from_dict
 from ..arch.epnas import LayerNet, ModuleNet, branch_uses, layer_uses
 from ..errors import ArchitectureError, InvalidActionError, bad_value
-from ..evaluators_epnas import default_share_path
+from ..evaluators.epnas import default_share_path
 from .base import NasEnv
 
 PATTERNS = ("layer", "module")
@@ -48,7 +48,7 @@ class ProgressiveNASEnv(NasEnv):
     the filter width, of its conv entries one level down / stays / one level up the scale table)
     followed by an **insert action** (keep / insert / remove at a position; for insert the new
     layer's or branch's fields, with its ``src2`` skip or none). The transforms, masks and the
-    check-table position prior (``L + 5`` values) are :mod:`nas_gym.epnas_ops`.
+    check-table position prior (``L + 5`` values) are :mod:`nas_gym.arch.epnas_ops`.
 
     ## Action Space
     A transform has these decisions (``F`` per scale field):
@@ -69,7 +69,7 @@ class ProgressiveNASEnv(NasEnv):
       ``MultiDiscrete.sample(mask=)``) allow the *union*: ``position`` legal for some legal op,
       fields legal for some type at the last position. The step then reads the decisions in order
       and maps each illegal value to the nearest legal one given the earlier ones
-      (:func:`~nas_gym.epnas_ops.nearest_legal`, ties to the lower), flagging
+      (:func:`~nas_gym.arch.epnas_ops.nearest_legal`, ties to the lower), flagging
       ``info["invalid_action"]``; decisions that are not read (position of ``keep``, fields of
       keep / remove, fields the chosen type ignores) are never invalid.
 
@@ -117,7 +117,7 @@ class ProgressiveNASEnv(NasEnv):
     - ``scale_fields``: the scaled fields, in order (default ``("channels", "filter_width")``).
     - ``start_net``, ``start_size`` (4 layers / 3 branches), ``num_modules`` (3),
       ``stem_channels`` (32 / 16): the start network.
-    - ``evaluator="epnas"``: EPNAS performance prediction (:mod:`nas_gym.evaluators_epnas`);
+    - ``evaluator="epnas"``: EPNAS performance prediction (:mod:`nas_gym.evaluators.epnas`);
       unless ``evaluator_kwargs`` names ``share_path``, its sharing dictionary is the file next to
       the store (``*.epnas_share.sqlite``), so the copies of a vector env share it (in memory with
       ``store=":memory:"``).
@@ -127,7 +127,7 @@ class ProgressiveNASEnv(NasEnv):
       ``evaluator``, ``evaluator_kwargs``, ``store``, ``seed``, ``reject_infeasible``,
       ``measure_latency``, ``time_limit``, ``invalid_action``; where children train (SPEC §5):
       ``evaluator_backend`` (``"local"`` / ``"process"`` / ``"ray"``), ``worker_threads``,
-      ``ray_address``, ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.parallel`).
+      ``ray_address``, ``ray_resources``, ``max_retries`` (see :mod:`nas_gym.evaluators.remote`).
 
     ## Version History
     - v0: initial version.

@@ -30,7 +30,7 @@ Two parts, both reused from below, never copied:
    faster per epoch and lost 20-30 points of validation accuracy in the short run, so on digits
    the prediction is "half the epochs + shared weights". ``min_steps_per_epoch=8`` restores the
    large batch there.
-2. **Parameter sharing** (:class:`~nas_gym.param_sharing.ParamShareDict`, keyed by (layer index,
+2. **Parameter sharing** (:class:`~nas_gym.evaluators.param_sharing.ParamShareDict`, keyed by (layer index,
    op type)): before training ``load_into(model)`` (exact, spliced or padded weights of matching
    units), after it ``update_from(model, accuracy)`` (on a key clash the more accurate model
    wins). With a file (``share_path``) every process of a vector env shares one dictionary; the
@@ -59,14 +59,14 @@ from typing import Any
 
 from torch import nn
 
-from .arch.base import Architecture
-from .data import DataSplit
-from .errors import bad_value
-from .evaluators import EVALUATORS, EvalResult, TrainEvaluator
-from .models import build_model
+from ..arch.base import Architecture
+from ..data import DataSplit
+from ..errors import bad_value
+from ..models import build_model
+from ..store import EvaluationStore, default_store_path
+from ..training import TrainConfig
+from .base import EVALUATORS, EvalResult, TrainEvaluator
 from .param_sharing import ParamShareDict
-from .store import EvaluationStore, default_store_path
-from .training import TrainConfig
 
 SHARE_SUFFIX = ".epnas_share.sqlite"
 

@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .arch.base import Architecture
-from .costs import architecture_costs, count_params
-from .errors import ConfigError
-from .models import COST_FORMS, build_model
-from .rewards import Constraint
+from ..arch.base import Architecture
+from ..costs import architecture_costs, count_params
+from ..errors import ConfigError
+from ..models import COST_FORMS, build_model
+from ..rewards import Constraint
 
 #: Metrics a hard budget enforces (pre-training, monotone in the architecture's size).
 HARD_METRICS: tuple[str, ...] = ("params", "flops", "memory_bytes")

@@ -166,7 +166,7 @@ def load_weights(store: EvaluationStore, key: str, input_shape: tuple[int, int, 
     blob = store.get_weights(key)
     if blob is None:
         raise ConfigError(f"no weights stored for key={key!r}; evaluate with save_weights=True "
-                          "or rebuild them with nas_gym.stages.replay")
+                          "or rebuild them with nas_gym.lineage.replay")
     return model_from_checkpoint(blob, input_shape, num_classes)
 
 

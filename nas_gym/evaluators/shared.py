@@ -44,13 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch.base import Architecture
-from .arch.macro import FILTERS, KERNELS, STRIDES
-from .data import DataSplit, augment_batch
-from .errors import bad_value
-from .evaluators import EVALUATORS, EvalResult, Evaluator
-from .supernet import SharedChild, SuperNet, build_supernet
-from .training import (
+from ..arch.base import Architecture
+from ..arch.macro import FILTERS, KERNELS, STRIDES
+from ..data import DataSplit, augment_batch
+from ..errors import bad_value
+from ..supernet import SharedChild, SuperNet, build_supernet
+from ..training import (
     TrainConfig,
     autocast_for,
     evaluate,
@@ -60,6 +59,7 @@ from .training import (
     make_scheduler,
     train_step,
 )
+from .base import EVALUATORS, EvalResult, Evaluator
 
 SETTINGS = ("train_steps", "val_batches", "score_children", "measure_train_seconds")
 

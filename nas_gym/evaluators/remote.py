@@ -38,13 +38,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import evaluators_table  # noqa: F401  (registers "table" in worker processes)
-from .arch.base import Architecture
-from .data import DataConfig, load_data
-from .errors import ConfigError, bad_value
-from .evaluators import EVALUATORS, EvalResult
-from .processes import watch_parent
-from .training import TrainConfig
+from ..arch.base import Architecture
+from ..data import DataConfig, load_data
+from ..errors import ConfigError, bad_value
+from ..processes import watch_parent
+from ..training import TrainConfig
+from .base import EVALUATORS, EvalResult
 
 BACKENDS = ("local", "process", "ray")
 RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
@@ -79,7 +78,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
                 # Ray's processes die with the thread that started them (Linux PDEATHSIG)
                 raise ConfigError("Ray must be started from the main thread: make the env "
                                   "(evaluator_backend='ray' connects at gym.make) or call "
-                                  "nas_gym.parallel.ensure_ray() before starting threads")
+                                  "nas_gym.evaluators.remote.ensure_ray() before starting threads")
             if address is not None:
                 ray.init(address=address, ignore_reinit_error=True)
             else:

@@ -1,4 +1,6 @@
-"""Evaluators: how a child's accuracy is obtained (SPEC §5).
+"""The evaluator interface, the ``EVALUATORS`` registry and ``"train"`` (SPEC §5).
+
+How a child's accuracy is obtained.
 
 The interface is small so users and tests can plug their own (``evaluator=`` of every env takes a
 registered name or any object with these two methods):
@@ -29,12 +31,12 @@ from typing import Any
 
 from torch import nn
 
-from .arch.base import Architecture
-from .data import DataSplit
-from .errors import ConfigError
-from .models import build_model
-from .registry import Registry
-from .training import TrainConfig, evaluate, train
+from ..arch.base import Architecture
+from ..data import DataSplit
+from ..errors import ConfigError
+from ..models import build_model
+from ..registry import Registry
+from ..training import TrainConfig, evaluate, train
 
 STATUSES = ("ok", "diverged", "oom", "timeout", "infeasible", "failed")
 

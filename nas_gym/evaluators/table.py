@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arch.base import Architecture, sha256_of
-from .data import DataSplit
-from .errors import ConfigError, bad_value
-from .evaluators import EVALUATORS, EvalResult, Evaluator
-from .table import COST_COLUMNS, Table
-from .training import TrainConfig
+from ..arch.base import Architecture, sha256_of
+from ..data import DataSplit
+from ..errors import ConfigError, bad_value
+from ..table import COST_COLUMNS, Table
+from ..training import TrainConfig
+from .base import EVALUATORS, EvalResult, Evaluator
 
 NOISE_MODES = ("seed", "sample", "mean")
 _TABLES: dict[str, Table] = {}  # path -> loaded table: many envs of one process share it
@@ -32,7 +32,7 @@ _TABLES: dict[str, Table] = {}  # path -> loaded table: many envs of one process
 def load_table(path: Any = None) -> Table:
     """The table at ``path`` (a file or a name of ``nas_gym.table.TABLES``; default: the committed
     digits table), loaded once per process."""
-    from .table import table_path
+    from ..table import table_path
 
     key = str(table_path(path).resolve())
     if key not in _TABLES:

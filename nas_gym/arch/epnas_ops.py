@@ -49,7 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from .arch.epnas import (
+from ..errors import ArchitectureError, TransformError, bad_value
+from .epnas import (
     ACTIVATIONS,
     BRANCH_CHANNELS,
     BRANCH_TYPES,
@@ -66,7 +67,6 @@ from .arch.epnas import (
     branch_uses,
     layer_uses,
 )
-from .errors import ArchitectureError, TransformError, bad_value
 
 OPS: tuple[str, ...] = ("keep", "insert", "remove")
 MOVES: tuple[int, ...] = (-1, 0, 1)

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import bad_value
+from ..errors import bad_value
 
 PAD_MODES = ("zero_inputs", "zeros")
 
