@@ -157,6 +157,23 @@ def widen(model: nn.Module, layer: int, width: int | None = None, *, rng: np.ran
         replicated unit are divided by the unit's replication count (eq. 3).
     """
     arch = _architecture(model)
+    layer, width = _check_widen(arch, layer, width)
+    spec = arch.layers[layer]
+    is_conv = isinstance(spec, ConvLayer)
+    old = spec.filters if is_conv else spec.units
+    new_model = copy.deepcopy(model)
+    index = torch.from_numpy(np.concatenate(
+        [np.arange(old), rng.integers(0, old, size=width - old)]).astype(np.int64))  # eq. 1
+    new_spec = _widen_block(new_model.layers[layer], spec, index, rng, noise, new_model.training)
+    offset = sum(arch.layers[i].filters for i in arch.conv_indices if i < layer) \
+        if arch.dense and is_conv else 0
+    _remap_readers(new_model, _readers(arch, layer), offset, old, index)
+    layers = arch.layers[:layer] + (new_spec,) + arch.layers[layer + 1:]
+    return _finish(new_model, replace(arch, layers=layers))
+
+
+def _check_widen(arch: PlainCNN, layer: int, width: int | None) -> tuple[int, int]:
+    """The checked ``(layer, width)`` of a :func:`widen` request (``width`` resolved)."""
     n = len(arch.layers)
     if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool) or not 0 <= layer <= n:
         raise TransformError(f"layer={layer!r} is not accepted; expected a layer index in "
@@ -180,12 +197,15 @@ def widen(model: nn.Module, layer: int, width: int | None = None, *, rng: np.ran
     if not isinstance(width, (int, np.integer)) or isinstance(width, bool) or width <= old:
         raise TransformError(f"width={width!r} is not accepted for layer={layer}; expected an "
                              f"integer above the current width {old}")
-    width = int(width)
+    return layer, int(width)
 
-    new_model = copy.deepcopy(model)
-    index = torch.from_numpy(np.concatenate(
-        [np.arange(old), rng.integers(0, old, size=width - old)]).astype(np.int64))  # eq. 1
-    block = new_model.layers[layer]
+
+def _widen_block(block: nn.Module, spec: ConvLayer | FCLayer, index: torch.Tensor,
+                 rng: np.random.Generator, noise: float, training: bool) -> ConvLayer | FCLayer:
+    """Replace ``block``'s conv + BN / fc by ``len(index)`` units, unit ``j`` a copy of unit
+    ``index[j]`` (EAS eq. 2, plus the symmetry-breaking noise); return the widened spec."""
+    is_conv = isinstance(spec, ConvLayer)
+    old, width = (spec.filters if is_conv else spec.units), len(index)
     base = block.conv if is_conv else block.fc
     weight = base.weight.detach()
     on_device = index.to(weight.device)
@@ -196,29 +216,23 @@ def widen(model: nn.Module, layer: int, width: int | None = None, *, rng: np.ran
         new_weight[old:] += torch.as_tensor(scale * eps, dtype=weight.dtype, device=weight.device)
     if is_conv:
         conv = _like(nn.Conv2d(base.in_channels, width, base.kernel_size, base.stride,
-                               base.padding, bias=False), weight, new_model.training)
+                               base.padding, bias=False), weight, training)
         bn_old = block.bn
         bn = _like(nn.BatchNorm2d(width, eps=bn_old.eps, momentum=bn_old.momentum),
-                   weight, new_model.training)
+                   weight, training)
         with torch.no_grad():
             conv.weight.copy_(new_weight)
             for name in ("weight", "bias", "running_mean", "running_var"):
                 getattr(bn, name).copy_(getattr(bn_old, name)[on_device])
             bn.num_batches_tracked.copy_(bn_old.num_batches_tracked)
         block.conv, block.bn = conv, bn
-        new_spec: ConvLayer | FCLayer = replace(spec, filters=width)
-    else:
-        fc = _like(nn.Linear(base.in_features, width), weight, new_model.training)
-        with torch.no_grad():
-            fc.weight.copy_(new_weight)
-            fc.bias.copy_(base.bias[on_device])
-        block.fc = fc
-        new_spec = FCLayer(width)
-    offset = sum(arch.layers[i].filters for i in arch.conv_indices if i < layer) \
-        if arch.dense and is_conv else 0
-    _remap_readers(new_model, _readers(arch, layer), offset, old, index)
-    layers = arch.layers[:layer] + (new_spec,) + arch.layers[layer + 1:]
-    return _finish(new_model, replace(arch, layers=layers))
+        return replace(spec, filters=width)
+    fc = _like(nn.Linear(base.in_features, width), weight, training)
+    with torch.no_grad():
+        fc.weight.copy_(new_weight)
+        fc.bias.copy_(base.bias[on_device])
+    block.fc = fc
+    return FCLayer(width)
 
 
 # -- Net2DeeperNet --------------------------------------------------------------------------------
@@ -247,6 +261,26 @@ def deepen(model: nn.Module, position: int, kernel: int = 3, *, rng: np.random.G
         BN intends them, pools ignored). A new fc is ``ReLU(I x + 0)``, with no BN.
     """
     arch = _architecture(model)
+    position, layer_type = _check_deepen(arch, position, kernel, layer_type)
+    features = arch.features_at(position)
+    new_model = copy.deepcopy(model)
+    ref = new_model.head.weight.detach()
+    if layer_type == "fc":
+        block = _like(FCReLU(features, features), ref, new_model.training)
+        with torch.no_grad():
+            block.fc.weight.copy_(torch.eye(features, dtype=ref.dtype))
+            block.fc.bias.zero_()
+        new_spec: ConvLayer | FCLayer = FCLayer(features)
+    else:
+        block, new_spec = _identity_conv(model, new_model, arch, position, int(kernel), rng, data)
+    new_model.layers.insert(position, block)
+    layers = arch.layers[:position] + (new_spec,) + arch.layers[position:]
+    return _finish(new_model, replace(arch, layers=layers))
+
+
+def _check_deepen(arch: PlainCNN, position: int, kernel: int, layer_type: str | None
+                  ) -> tuple[int, str]:
+    """The checked ``(position, layer_type)`` of a :func:`deepen` request (type resolved)."""
     n, gap = len(arch.layers), arch.gap_index
     if not isinstance(position, (int, np.integer)) or isinstance(position, bool) \
             or not 0 <= position <= n:
@@ -274,45 +308,41 @@ def deepen(model: nn.Module, position: int, kernel: int = 3, *, rng: np.random.G
         if not isinstance(kernel, (int, np.integer)) or kernel < 1 or kernel % 2 == 0:
             raise TransformError(f"kernel={kernel!r} is not accepted; expected an odd integer "
                                  ">= 1 (EAS uses 1, 3, 5)")
-    features = arch.features_at(position)
-    new_model = copy.deepcopy(model)
+    return position, layer_type
+
+
+def _identity_conv(model: PlainNet, new_model: PlainNet, arch: PlainCNN, position: int,
+                   kernel: int, rng: np.random.Generator, data: torch.Tensor | None
+                   ) -> tuple[ConvBNReLU, ConvLayer]:
+    """The identity conv + BN + ReLU block that :func:`deepen` inserts at ``position`` (densenet:
+    EAS eq. 5, and ``new_model``'s later readers take its outputs), and its spec."""
+    n, gap, features = len(arch.layers), arch.gap_index, arch.features_at(position)
     ref = new_model.head.weight.detach()
-    if layer_type == "fc":
-        block = _like(FCReLU(features, features), ref, new_model.training)
-        with torch.no_grad():
-            block.fc.weight.copy_(torch.eye(features, dtype=ref.dtype))
-            block.fc.bias.zero_()
-        new_spec: ConvLayer | FCLayer = FCLayer(features)
+    if arch.dense:  # EAS eq. 5: each filter copies one chosen input channel
+        below = [arch.layers[i] for i in arch.conv_indices if i < position][-1]
+        src = torch.from_numpy(rng.integers(0, features, size=below.filters).astype(np.int64))
     else:
-        kernel = int(kernel)
-        if arch.dense:  # EAS eq. 5: each filter copies one chosen input channel
-            below = [arch.layers[i] for i in arch.conv_indices if i < position][-1]
-            src = torch.from_numpy(rng.integers(0, features, size=below.filters).astype(np.int64))
-        else:
-            src = torch.arange(features)
-        width = len(src)
-        block = _like(ConvBNReLU(features, width, kernel), ref, new_model.training)
-        mean, var = _input_stats(model, arch, position, data)
-        on_device = src.to(ref.device)
-        mean, var = mean[on_device], var[on_device]
-        with torch.no_grad():
-            weight = torch.zeros_like(block.conv.weight)
-            weight[torch.arange(width, device=ref.device), on_device, kernel // 2,
-                   kernel // 2] = 1.0
-            block.conv.weight.copy_(weight)
-            block.bn.running_mean.copy_(mean)
-            block.bn.running_var.copy_(var)
-            block.bn.weight.copy_(torch.sqrt(block.bn.running_var + block.bn.eps))
-            block.bn.bias.copy_(block.bn.running_mean)
-        new_spec = ConvLayer(width, kernel)
-        if arch.dense:  # the new outputs join every later reader's input after the first
-            readers = [i for i in arch.conv_indices if i >= position]  # `features` channels
-            readers.append(gap if gap < n else None)
-            index = torch.cat([torch.arange(features), src])
-            _remap_readers(new_model, readers, 0, features, index)
-    new_model.layers.insert(position, block)
-    layers = arch.layers[:position] + (new_spec,) + arch.layers[position:]
-    return _finish(new_model, replace(arch, layers=layers))
+        src = torch.arange(features)
+    width = len(src)
+    block = _like(ConvBNReLU(features, width, kernel), ref, new_model.training)
+    mean, var = _input_stats(model, arch, position, data)
+    on_device = src.to(ref.device)
+    mean, var = mean[on_device], var[on_device]
+    with torch.no_grad():
+        weight = torch.zeros_like(block.conv.weight)
+        weight[torch.arange(width, device=ref.device), on_device, kernel // 2,
+               kernel // 2] = 1.0
+        block.conv.weight.copy_(weight)
+        block.bn.running_mean.copy_(mean)
+        block.bn.running_var.copy_(var)
+        block.bn.weight.copy_(torch.sqrt(block.bn.running_var + block.bn.eps))
+        block.bn.bias.copy_(block.bn.running_mean)
+    if arch.dense:  # the new outputs join every later reader's input after the first
+        readers = [i for i in arch.conv_indices if i >= position]  # `features` channels
+        readers.append(gap if gap < n else None)
+        index = torch.cat([torch.arange(features), src])
+        _remap_readers(new_model, readers, 0, features, index)
+    return block, ConvLayer(width, kernel)
 
 
 def _input_stats(model: PlainNet, arch: PlainCNN, position: int, data: torch.Tensor | None

@@ -1,13 +1,13 @@
 """``Net2Net-v0``: grow a trained plain CNN by function-preserving transforms (EAS; SPEC §1.3).
 
-The checkpoint format and the replayable transform records live in :mod:`nas_gym.lineage`.
+The checkpoint format and the replayable transform records live in :mod:`nas_gym.lineage`; the
+action and observation encoding in :mod:`nas_gym.envs.net2net_encoding`, the start net's forms in
+:mod:`nas_gym.envs.net2net_start`.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -15,53 +15,17 @@ from gymnasium import spaces
 from torch import nn
 
 from ..arch.base import sha256_of
-from ..arch.plain import (
-    CONV_KERNELS,
-    CONV_WIDTHS,
-    DIGITS_START_NET,
-    EAS_START_NET,
-    FC_UNITS,
-    ConvLayer,
-    FCLayer,
-    PlainCNN,
-    next_level,
-)
-from ..data import DataSplit
-from ..errors import ArchitectureError, ConfigError, bad_value
+from ..errors import ConfigError, bad_value
 from ..evaluation import EvaluationPipeline
-from ..evaluators import EvalResult, TrainEvaluator
-from ..lineage import (
-    apply_transform,
-    checkpoint_bytes,
-    load_checkpoint,
-    model_from_checkpoint,
-    weights_sha256,
-)
-from ..models import build_model
-from ..training import evaluate
-from ..transforms import legal_deepen_positions, legal_widen_layers
+from ..evaluators import TrainEvaluator
+from ..lineage import apply_transform, checkpoint_bytes, model_from_checkpoint, weights_sha256
+from ..transforms import legal_widen_layers
 from .base import NasEnv
+from .net2net_encoding import SLOT_NVEC, allow_deepen, decode_action, encode_observation
+from .net2net_start import CheckpointEvaluator, parse_start_net
 
 REWARD_MODES = ("episode", "step")
 PROTOCOLS = ("free", "eas")
-LAYER_TYPES = ("empty", "conv", "max_pool", "avg_pool", "fc")  # observation type codes
-SLOT_NVEC = (len(LAYER_TYPES), len(CONV_WIDTHS) + 1, 4)  # type, width level, kernel / pool code
-
-
-class _AsIs:
-    """Evaluator of a loaded checkpoint: validation accuracy of the given weights, no training."""
-
-    needs_model = True
-
-    def __init__(self, data: DataSplit, weights: str) -> None:
-        self.data, self.weights = data, weights
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"evaluator": "checkpoint", "weights": self.weights, "data": self.data.fingerprint}
-
-    def evaluate(self, architecture: Any, *, seed: int, model: nn.Module | None = None):
-        acc, loss = evaluate(model.to(self.data.device), self.data.val_x, self.data.val_y)
-        return EvalResult(accuracy=acc, val_loss=loss, model=model)
 
 
 class Net2NetEnv(NasEnv):
@@ -196,7 +160,8 @@ class Net2NetEnv(NasEnv):
         self.max_deeper, self.max_wider, self.reward_mode = max_deeper, max_wider, reward_mode
         self.widen_noise, self.save_weights = float(widen_noise), bool(save_weights)
         self.start_epochs = start_epochs or 5 * self.components.train_config.epochs
-        self.start_arch, self._start_ckpt = self._parse_start(start_net)
+        self.start_arch, self._start_ckpt = parse_start_net(start_net, self.input_shape,
+                                                            self.num_classes)
         n_start = len(self.start_arch.layers)
         if max_layers is None:
             max_layers = n_start + max_deeper
@@ -217,26 +182,6 @@ class Net2NetEnv(NasEnv):
         self._done = True
 
     # -- start net ---------------------------------------------------------------------------------
-    def _parse_start(self, start_net: Any) -> tuple[PlainCNN, dict[str, Any] | None]:
-        ckpt = None
-        if start_net is None:
-            _, h, w = self.input_shape
-            start_net = EAS_START_NET if min(h, w) >= 32 else DIGITS_START_NET
-        elif isinstance(start_net, (str, os.PathLike, bytes, bytearray)) or (
-                isinstance(start_net, Mapping) and "state_dict" in start_net):
-            ckpt = load_checkpoint(start_net, arg="start_net")
-            start_net = ckpt["architecture"]
-        try:
-            model = build_model(start_net, self.input_shape, self.num_classes)
-        except ArchitectureError as exc:
-            raise bad_value("start_net", start_net, f"a plain CNN that fits the data ({exc})") \
-                from None
-        if not isinstance(model.architecture, PlainCNN):
-            raise bad_value("start_net", start_net, "an architecture of kind 'plain'")
-        if ckpt is not None:  # fail at make time on weights that do not fit
-            model_from_checkpoint(ckpt, self.input_shape, self.num_classes)
-        return model.architecture, ckpt
-
     def _prepare_start(self) -> None:
         """Load (or train once, then store) the start net's weights; set ``start_key``."""
         if self._start_model is not None:
@@ -258,7 +203,7 @@ class Net2NetEnv(NasEnv):
             key, blob = self._start_ckpt.get("key"), self._start_ckpt
             if not (isinstance(key, str) and key in self.store):  # make it a lineage root
                 model = model_from_checkpoint(blob, self.input_shape, self.num_classes)
-                evaluator = _AsIs(self.data, weights_sha256(model.state_dict()))
+                evaluator = CheckpointEvaluator(self.data, weights_sha256(model.state_dict()))
                 key = self._pipeline(evaluator).evaluate(self.start_arch, seed=seed,
                                                          model=model)[0]["store_key"]
                 if self.store.get_weights(key) is None:
@@ -276,30 +221,17 @@ class Net2NetEnv(NasEnv):
     # -- actions -----------------------------------------------------------------------------------
     def _decode(self, a: int) -> dict[str, Any]:
         """The transform record of action ``a`` (without its seed)."""
-        L = self.max_layers
-        if a < L:
-            spec = self._arch.layers[a]
-            width = next_level(spec.filters, CONV_WIDTHS) if isinstance(spec, ConvLayer) \
-                else next_level(spec.units, FC_UNITS)
-            return {"op": "widen", "layer": a, "width": width, "noise": self.widen_noise}
-        b = a - L
-        if b < 3 * (L + 1):
-            return {"op": "deepen", "position": b // 3, "kernel": CONV_KERNELS[b % 3],
-                    "layer_type": "conv", "batch": self.components.train_config.batch_size}
-        return {"op": "deepen", "position": b - 3 * (L + 1), "kernel": 1, "layer_type": "fc",
-                "batch": 0}
+        return decode_action(a, self._arch, self.max_layers, noise=self.widen_noise,
+                             batch_size=self.components.train_config.batch_size)
 
     def _valid(self) -> np.ndarray:
-        L, mask = self.max_layers, np.zeros(self.action_space.n, dtype=bool)
+        mask = np.zeros(self.action_space.n, dtype=bool)
         if self.protocol == "eas":
             return self._eas_valid(mask)
         mask[self.stop_action] = True
         if self._wider_left > 0:
             mask[legal_widen_layers(self._arch)] = True
-        if self._deeper_left > 0 and len(self._arch.layers) < L:
-            for p in legal_deepen_positions(self._arch, "conv"):
-                mask[L + 3 * p: L + 3 * p + 3] = True
-            mask[[L + 3 * (L + 1) + p for p in legal_deepen_positions(self._arch, "fc")]] = True
+        allow_deepen(mask, self._arch, self.max_layers, self._deeper_left)
         return mask
 
     def action_masks(self) -> np.ndarray:
@@ -307,17 +239,8 @@ class Net2NetEnv(NasEnv):
         return self._mask.astype(np.int8)
 
     def _obs(self) -> np.ndarray:
-        obs = np.zeros(self.observation_space.shape, dtype=np.int64)
-        for i, layer in enumerate(self._arch.layers):
-            if isinstance(layer, ConvLayer):
-                code = (1, sum(w <= layer.filters for w in CONV_WIDTHS), min(layer.kernel // 2, 3))
-            elif isinstance(layer, FCLayer):
-                code = (4, sum(u <= layer.units for u in FC_UNITS), 0)
-            else:
-                code = (2 if layer.mode == "max" else 3, 0, min(layer.size - 1, 3))
-            obs[3 * i: 3 * i + 3] = code
-        obs[-2:] = self._deeper_left, self._wider_left
-        return obs
+        return encode_observation(self._arch, self.observation_space.shape, self._deeper_left,
+                                  self._wider_left)
 
     def _info(self, invalid: bool) -> dict[str, Any]:
         token = "transform"
@@ -333,17 +256,14 @@ class Net2NetEnv(NasEnv):
     # -- EAS protocol (see Action Space) ---------------------------------------------------------
     def _eas_valid(self, mask: np.ndarray) -> np.ndarray:
         """The next decision's mask; opens the next wider step's layer queue when due."""
-        L = self.max_layers
         while self._wider_left > 0 and not self._queue:  # a new wider step
             self._queue, self._picks = list(legal_widen_layers(self._arch)), []
             if not self._queue:  # nothing to widen: the step is taken, empty
                 self._wider_left -= 1
         if self._queue:
             mask[[self._queue[0], self.stop_action]] = True
-        elif self._deeper_left > 0 and len(self._arch.layers) < L:
-            for p in legal_deepen_positions(self._arch, "conv"):
-                mask[L + 3 * p: L + 3 * p + 3] = True
-            mask[[L + 3 * (L + 1) + p for p in legal_deepen_positions(self._arch, "fc")]] = True
+        else:
+            allow_deepen(mask, self._arch, self.max_layers, self._deeper_left)
         return mask
 
     def _eas_records(self, a: int) -> list[dict[str, Any]]:

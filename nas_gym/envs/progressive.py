@@ -1,8 +1,11 @@
-"""``ProgressiveNAS-v0``: EPNAS progressive scale / insert search (seed 004; SPEC §1.4)."""
+"""``ProgressiveNAS-v0``: EPNAS progressive scale / insert search (seed 004; SPEC §1.4).
+
+The decisions of a transform (layout, masks, applying one) live in
+:mod:`nas_gym.envs.progressive_decisions`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,10 +14,11 @@ from gymnasium import spaces
 
 from ..arch import epnas_ops as E
 from ..arch.base import Architecture, architecture_from_dict
-from ..arch.epnas import LayerNet, ModuleNet, branch_uses, layer_uses
-from ..errors import ArchitectureError, InvalidActionError, bad_value
+from ..arch.epnas import LayerNet, ModuleNet
+from ..errors import ArchitectureError, bad_value
 from ..evaluators.epnas import default_share_path
 from .base import NasEnv
+from .progressive_decisions import TransformDecisions
 
 PATTERNS = ("layer", "module")
 ACTION_MODES = ("token", "multidiscrete")
@@ -28,13 +32,6 @@ def _int_arg(name: str, value: Any, low: int, high: int | None = None) -> int:
         raise bad_value(name, value, f"an integer in [{low}, {high}]" if high is not None
                         else f"an integer >= {low}")
     return value
-
-
-def _reads(entry_type: str, layer: bool) -> frozenset[str]:
-    """The insert fields a new entry of ``entry_type`` reads (the others are ignored)."""
-    if layer:  # every layer may skip (src2), add included
-        return layer_uses(entry_type) | {"type", "src1", "src2"}
-    return branch_uses(entry_type) | {"type", "src1", "propagate"}
 
 
 class ProgressiveNASEnv(NasEnv):
@@ -161,7 +158,8 @@ class ProgressiveNASEnv(NasEnv):
                                        if max_transforms is None else max_transforms, 1)
         self.num_parts = _int_arg("num_parts", num_parts, 1)
         self.layer = pattern == "layer"
-        self.max_entries = E.MAX_LAYERS if self.layer else E.MAX_BRANCHES
+        self._decisions = TransformDecisions(self.layer, fields, self.num_parts)
+        self.max_entries = self._decisions.max_entries
         self.start_size = _int_arg("start_size", DEFAULT_START_SIZE[pattern]
                                    if start_size is None else start_size, 1, self.max_entries)
         self.num_modules = _int_arg("num_modules", num_modules, 1, 6)
@@ -173,15 +171,8 @@ class ProgressiveNASEnv(NasEnv):
             common["evaluator_kwargs"] = kwargs
         super().__init__(**common)
         self.start_net = start_net
-        self.fields = E.LAYER_FIELDS if self.layer else E.BRANCH_FIELDS
-        n_scale = self.num_parts * len(fields)
-        # the decisions of one transform: (token type, size)
-        self._decisions: list[tuple[str, int]] = [
-            *((f"scale_{f}", len(E.MOVES)) for f in fields for _ in range(self.num_parts)),
-            ("op", len(E.OPS)), ("position", self.max_entries + E.EXTRA_POSITIONS),
-            *((name, len(values)) for name, values in self.fields.items())]
-        self._n_scale, self._op_at, self._pos_at = n_scale, n_scale, n_scale + 1
-        sizes = [s for _, s in self._decisions]
+        self.fields = self._decisions.fields
+        sizes = self._decisions.sizes
         slot = [len(self.fields["type"]) + 1, *(len(v) for n, v in self.fields.items()
                                                if n != "type")]
         nvec = [*slot * self.max_entries, self.max_transforms + 1]
@@ -216,56 +207,11 @@ class ProgressiveNASEnv(NasEnv):
         return E.random_module_net(rng, self.start_size, num_modules=self.num_modules,
                                    stem_channels=self.stem_channels)
 
-    # -- decisions and masks ----------------------------------------------------------------------
-    def _n_decisions(self, choice: list[int]) -> int:
-        """Decisions of the transform begun with ``choice``: fields only for insert."""
-        if len(choice) > self._op_at and E.OPS[choice[self._op_at]] != "insert":
-            return self._pos_at + 1
-        return len(self._decisions)
-
-    def _decision_mask(self, k: int, choice: list[int]) -> np.ndarray:
-        """Bool mask of decision ``k`` given the earlier decisions ``choice[:k]`` (exact).
-
-        Scaling never changes the number of entries, the types or the sources, so the masks of
-        the later decisions, computed on the unscaled net, hold for the scaled one."""
-        arch, kind = self._arch, self._decisions[k][0]
-        if k < self._n_scale:
-            field, part = divmod(k, self.num_parts)
-            return E.scale_mask(arch, self.num_parts, field=self.scale_fields[field])[part]
-        if kind == "op":
-            return E.op_mask(arch)
-        if kind == "position":
-            return E.position_mask(arch, E.OPS[choice[self._op_at]])
-        position = E.resolve_position(arch, "insert", choice[self._pos_at])
-        entry_type = None if kind == "type" else self.fields["type"][choice[self._pos_at + 1]]
-        return E.field_masks(arch, position, entry_type)[kind]
-
-    def _union_mask(self, k: int) -> np.ndarray:
-        """Multidiscrete mode: values of decision ``k`` legal for *some* earlier decisions."""
-        arch, kind = self._arch, self._decisions[k][0]
-        if k < self._pos_at:
-            return self._decision_mask(k, [])
-        if kind == "position":
-            ops = np.flatnonzero(E.op_mask(arch))
-            return np.logical_or.reduce([E.position_mask(arch, E.OPS[o]) for o in ops])
-        last = min(len(E.entries(arch)), self.max_entries - 1)
-        return E.field_masks(arch, last)[kind]
-
-    def _read(self, k: int, choice: list[int]) -> bool:
-        """Whether decision ``k`` is read by the transform begun with ``choice``."""
-        if k >= self._n_decisions(choice):
-            return False
-        kind = self._decisions[k][0]
-        if kind == "position":
-            return E.OPS[choice[self._op_at]] != "keep"
-        if k > self._pos_at + 1:
-            return kind in _reads(self.fields["type"][choice[self._pos_at + 1]], self.layer)
-        return True
-
+    # -- masks -------------------------------------------------------------------------------------
     def _next_mask(self) -> np.ndarray:
         k = len(self._pending)
         mask = np.zeros(self.action_space.n, dtype=bool)
-        legal = self._decision_mask(k, self._pending)
+        legal = self._decisions.mask(self._arch, k, self._pending)
         mask[: legal.size] = legal
         return mask
 
@@ -275,52 +221,6 @@ class ProgressiveNASEnv(NasEnv):
         if self.action_mode == "token":
             return self._mask.astype(np.int8)
         return np.concatenate(self._mask).astype(np.int8)
-
-    # -- transforms -------------------------------------------------------------------------------
-    def _apply(self, choice: list[int]) -> tuple[LayerNet | ModuleNet, dict[str, Any]]:
-        arch = self._arch
-        moves: dict[str, list[int]] = {}
-        for i, field in enumerate(self.scale_fields):
-            moves[field] = [E.MOVES[c] for c in choice[i * self.num_parts:(i + 1) * self.num_parts]]
-            arch = E.scale(arch, moves[field], field=field)
-        op, raw = E.OPS[choice[self._op_at]], choice[self._pos_at]
-        index = E.resolve_position(arch, op, raw)
-        # "entry" is always a dict (empty unless inserting): vector envs batch info by key type
-        record: dict[str, Any] = {"scale": moves, "op": op, "position": raw, "index": index,
-                                  "entry": {}}
-        if op == "insert":
-            names = list(self.fields)
-            entry = E.make_entry(arch, {n: self.fields[n][choice[self._pos_at + 1 + j]]
-                                        for j, n in enumerate(names)})
-            arch = E.insert(arch, index, entry)
-            record["entry"] = dataclasses.asdict(entry)
-        elif op == "remove":
-            arch = E.remove(arch, index)
-        return arch, record
-
-    def _resolve_vector(self, action: Any) -> tuple[list[int], bool]:
-        """Multidiscrete mode: the decisions to apply and whether any read one was illegal."""
-        try:
-            values = np.asarray(action, dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
-            raise InvalidActionError(f"action={action!r} is not an integer vector") from None
-        if values.size != len(self._decisions):
-            raise InvalidActionError(f"action has {values.size} entries; expected "
-                                     f"{len(self._decisions)} (the action space's nvec)")
-        choice, invalid = [], False
-        for k, value in enumerate(values.tolist()):
-            if k >= self._n_decisions(choice):
-                break
-            mask = self._decision_mask(k, choice)
-            ok = 0 <= value < mask.size and bool(mask[value])
-            if not ok and self._read(k, choice):
-                if self.invalid_action == "raise":
-                    raise InvalidActionError(
-                        f"action[{k}]={value} ({self._decisions[k][0]}) is not allowed now; "
-                        f"allowed: {np.flatnonzero(mask).tolist()}")
-                invalid = True
-            choice.append(value if ok else E.nearest_legal(mask, value))
-        return choice, invalid
 
     # -- observation and info ---------------------------------------------------------------------
     def _obs(self) -> np.ndarray:
@@ -340,7 +240,7 @@ class ProgressiveNASEnv(NasEnv):
     def _token_type(self) -> str:
         if self._done:
             return "done"
-        return self._decisions[len(self._pending)][0] if self.action_mode == "token" \
+        return self._decisions.kind(len(self._pending)) if self.action_mode == "token" \
             else "transform"
 
     def _info(self, invalid: bool) -> dict[str, Any]:
@@ -357,7 +257,8 @@ class ProgressiveNASEnv(NasEnv):
         elif self.action_mode == "token":
             self._mask = self._next_mask()
         else:
-            self._mask = [self._union_mask(k) for k in range(len(self._decisions))]
+            self._mask = [self._decisions.union_mask(self._arch, k)
+                          for k in range(len(self._decisions))]
 
     def _decision(self) -> str:
         return f"transform {self._t}, decision {len(self._pending)}: {self._token_type()}"
@@ -383,14 +284,14 @@ class ProgressiveNASEnv(NasEnv):
         if self.action_mode == "token":
             a, invalid = self._check_action(action, self._mask)
             self._pending.append(a)
-            complete = len(self._pending) == self._n_decisions(self._pending)
+            complete = len(self._pending) == self._decisions.count(self._pending)
             choice = self._pending
         else:
-            choice, invalid = self._resolve_vector(action)
+            choice, invalid = self._decisions.resolve(self._arch, action, self.invalid_action)
             complete = True
         reward, terminal = 0.0, None
         if complete:
-            self._arch, record = self._apply(choice)
+            self._arch, record = self._decisions.apply(self._arch, choice)
             self._pending, self._t = [], self._t + 1
             self._done = self._t >= self.max_transforms
             terminal = self.evaluate_architecture(self._arch)
