@@ -16,8 +16,10 @@ from typing import Any
 from nas_gym.errors import bad_value
 from nas_gym.registry import Registry
 
-from .base import Agent, Callback, Episode
+from .base import Agent
+from .callbacks import Callback
 from .eas import EASAgent
+from .episode import Episode
 from .epnas import EPNASAgent
 from .evolution import RegularizedEvolution
 from .pnas import PNASAgent

@@ -2,9 +2,9 @@
 
 ``python -m agents.convert_state runs/NAME/agent_state.pt`` loads the old file **with pickle**
 (``weights_only=False``: it may run code, so only for a file you trust), rewrites it as tensors and
-plain values (:func:`agents.base.plain_state`, read back with ``weights_only=True``) and keeps the
-original as ``agent_state.pt.pickle``. An old SB3 state's ``model.save`` zip is loaded with SB3 and
-re-saved as its parameters.
+plain values (:func:`agents.state_file.plain_state`, read back with ``weights_only=True``) and
+keeps the original as ``agent_state.pt.pickle``. An old SB3 state's ``model.save`` zip is loaded
+with SB3 and re-saved as its parameters.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .base import STATE_FORMAT, plain_state
+from .state_file import STATE_FORMAT, plain_state
 
 
 def _sb3_model(blob: bytes, algorithm: str) -> dict[str, Any]:

@@ -57,7 +57,10 @@ from torch import nn
 
 from nas_gym.errors import bad_value
 
-from .base import Agent, Callback, Episode, as_callback, as_envs, check_discrete, check_episodes
+from .base import Agent
+from .callbacks import Callback, as_callback
+from .env_api import as_envs, check_discrete, check_episodes
+from .episode import Episode
 
 POOL_CODES = (2, 3)  # observation type codes of max / avg pooling (Net2Net-v0 docstring)
 FC_CODE = 4

@@ -38,15 +38,10 @@ from torch import nn
 
 from nas_gym.errors import bad_value
 
-from .base import (
-    Agent,
-    Callback,
-    Episode,
-    as_callback,
-    as_envs,
-    check_discrete,
-    check_episodes,
-)
+from .base import Agent
+from .callbacks import Callback, as_callback
+from .env_api import as_envs, check_discrete, check_episodes
+from .episode import Episode
 
 
 def progressive_layout(nvec: np.ndarray) -> tuple[int, int, int]:

@@ -27,7 +27,10 @@ import numpy as np
 
 from nas_gym.errors import bad_value
 
-from .base import Agent, Callback, Episode, as_callback, check_discrete, check_episodes
+from .base import Agent
+from .callbacks import Callback, as_callback
+from .env_api import check_discrete, check_episodes
+from .episode import Episode
 
 
 @dataclass

@@ -47,16 +47,10 @@ import torch
 
 from nas_gym.errors import ConfigError, bad_value
 
-from .base import (
-    Agent,
-    Callback,
-    Episode,
-    as_callback,
-    as_envs,
-    check_discrete,
-    check_episodes,
-    decision,
-)
+from .base import Agent
+from .callbacks import Callback, as_callback
+from .env_api import as_envs, check_discrete, check_episodes, decision
+from .episode import Episode
 from .surrogate import Surrogate
 
 ROOT: dict[str, Any] = {"actions": [], "types": [], "size": 0}

@@ -11,7 +11,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from .base import Agent, Callback, Episode, as_callback, check_discrete, check_episodes
+from .base import Agent
+from .callbacks import Callback, as_callback
+from .env_api import check_discrete, check_episodes
+from .episode import Episode
 
 
 class RandomSearch(Agent):

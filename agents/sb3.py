@@ -43,15 +43,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from nas_gym.errors import bad_value
 
-from .base import (
-    Agent,
-    Callback,
-    Episode,
-    as_callback,
-    check_discrete,
-    check_episodes,
-    decision,
-)
+from .base import Agent
+from .callbacks import Callback, as_callback
+from .env_api import check_discrete, check_episodes, decision
+from .episode import Episode
 
 _PPO = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "gamma": 1.0, "ent_coef": 0.01}
 #: algorithm name -> (class, NAS-sized default keyword arguments).

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 import nas_gym
-from agents.base import Episode
+from agents.episode import Episode
 from agents.reinforce import ReinforceAgent
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.arch.cell import CellArchitecture

@@ -40,7 +40,10 @@ import torch
 
 import nas_gym
 from agents import AGENTS
-from agents.base import Agent, Callback, Episode, check_discrete
+from agents.base import Agent
+from agents.callbacks import Callback
+from agents.env_api import check_discrete
+from agents.episode import Episode
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.checkpoint import save_model
 from nas_gym.costs import COST_METRICS

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import agents
-from agents.base import read_state
 from agents.convert_state import convert
+from agents.state_file import read_state
 from experiments.search import SearchConfig, run_search
 from nas_gym.errors import ConfigError
 

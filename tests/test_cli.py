@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agents.base import read_state
+from agents.state_file import read_state
 from experiments.cli import load_config_file, main, parse_budget, parse_mapping
 from experiments.search import SearchConfig, read_evaluations
 from nas_gym.checkpoint import load_model
