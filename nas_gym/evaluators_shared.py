@@ -49,7 +49,8 @@ from .arch.macro import FILTERS, KERNELS, STRIDES
 from .data import DataSplit, augment_batch
 from .errors import bad_value
 from .evaluators import EVALUATORS, EvalResult, Evaluator
-from .supernet import SharedChild, SuperNet, build_supernet
+from .supernet import build_supernet
+from .supernet_base import SharedChild, SuperNet
 from .training import (
     TrainConfig,
     autocast_for,
