@@ -14,7 +14,7 @@ import dataclasses
 import gc
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -240,6 +240,26 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+@dataclass
+class _Run:
+    """One :func:`train` call: what its helpers share (settings, optimizer, progress)."""
+
+    model: nn.Module
+    data: DataSplit
+    config: TrainConfig
+    gen: torch.Generator  # draws the shuffles, the augmentation and the drop-path masks
+    batch: int
+    steps_per_epoch: int
+    start: float
+    time_limit: float | None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    paths: list[nn.Module] = field(default_factory=list)  # modules with a drop_path_prob
+    steps: int = 0
+    best_val: float = -1.0
+    stale: int = 0
+
+
 def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int = 0,
           time_limit: float | None = None) -> TrainResult:
     """Train ``model`` in place on ``data``'s training split, on ``data``'s device.
@@ -249,56 +269,21 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
     """
     device = data.device
     start = time.perf_counter()
-    x_all, y_all = data.train_x, data.train_y
-    n = x_all.shape[0]
+    n = data.train_x.shape[0]
     batch = min(config.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the ragged tail: BN needs > 1 sample
     gen = torch.Generator(device=device).manual_seed(int(seed))
-    augment = data.augment if config.augment else "none"
-    status, message, steps, loss_value = "ok", "", 0, float("nan")
-    best_val, stale = -1.0, 0
-    optimizer = scheduler = None
-    paths: list[nn.Module] = []
+    run = _Run(model, data, config, gen, batch, steps_per_epoch, start, time_limit)
+    status, message, loss_value = "ok", "", float("nan")
     try:
-        place_model(model, device)
-        model.train()
-        optimizer = make_optimizer(model, config)
-        scheduler = make_scheduler(optimizer, config, steps_per_epoch)
-        paths = [m for m in model.modules() if hasattr(m, "drop_path_prob")] \
-            if config.drop_path else []
-        for m in paths:
-            m.drop_path_gen = gen
-        total_steps = config.epochs * steps_per_epoch
+        _prepare(run)
         for epoch in range(config.epochs):
-            perm = torch.randperm(n, generator=gen, device=device)
-            running = torch.zeros((), device=device)
-            for i in range(steps_per_epoch):
-                idx = perm[i * batch:(i + 1) * batch]
-                x = augment_batch(x_all[idx], gen, augment)
-                for m in paths:  # ScheduledDropPath: linear from 0 to config.drop_path
-                    m.drop_path_prob = config.drop_path * steps / max(1, total_steps - 1)
-                loss, _ = train_step(model, x, y_all[idx], optimizer, scheduler,
-                                     config.grad_clip)
-                running += loss
-                steps += 1
-                # CPU: a check per step is free; CUDA: every 20 steps to avoid a sync per step
-                if (device.type != "cuda" or steps % 20 == 0) and not torch.isfinite(loss):
-                    raise _Diverged(f"loss became {loss.item():.4g} at step {steps}")
-                if time_limit is not None and time.perf_counter() - start > time_limit:
-                    raise _Timeout(f"stopped after {steps} steps ({time_limit}s limit)")
-            loss_value = float(running) / steps_per_epoch  # one sync per epoch
+            loss_value = _train_epoch(run)  # one sync per epoch
             if not math.isfinite(loss_value) or not _weights_finite(model):
                 status, message = "diverged", f"loss became {loss_value} in epoch {epoch + 1}"
                 break
-            if config.early_stop_patience is not None:
-                acc, _ = evaluate(model, data.val_x, data.val_y, config.eval_batch_size)
-                model.train()
-                if acc > best_val:
-                    best_val, stale = acc, 0
-                else:
-                    stale += 1
-                    if stale >= config.early_stop_patience:
-                        break
+            if config.early_stop_patience is not None and _patience_spent(run):
+                break
     except _Diverged as exc:
         status, message = "diverged", str(exc)
     except _Timeout as exc:
@@ -307,13 +292,68 @@ def train(model: nn.Module, data: DataSplit, config: TrainConfig, *, seed: int =
         if not is_oom(exc):
             raise
         status, message = "oom", f"{type(exc).__name__}: {exc}"
-        optimizer = scheduler = None
+        run.optimizer = run.scheduler = None
         free_memory(device)
-    for m in paths:  # the trained model is deterministic again (and holds no generator)
+    for m in run.paths:  # the trained model is deterministic again (and holds no generator)
         m.drop_path_prob, m.drop_path_gen = 0.0, None
-    return TrainResult(status=status, epochs=steps / steps_per_epoch, steps=steps,
+    return TrainResult(status=status, epochs=run.steps / steps_per_epoch, steps=run.steps,
                        train_seconds=time.perf_counter() - start, final_loss=loss_value,
                        message=message)
+
+
+def _prepare(run: _Run) -> None:
+    """Put the model on the data's device in training mode; make the optimizer, the schedule and
+    (with ``drop_path``) hand the run's generator to the drop-path modules."""
+    model, config = run.model, run.config
+    place_model(model, run.data.device)
+    model.train()
+    run.optimizer = make_optimizer(model, config)
+    run.scheduler = make_scheduler(run.optimizer, config, run.steps_per_epoch)
+    run.paths = [m for m in model.modules() if hasattr(m, "drop_path_prob")] \
+        if config.drop_path else []
+    for m in run.paths:
+        m.drop_path_gen = run.gen
+
+
+def _train_epoch(run: _Run) -> float:
+    """One pass over a fresh permutation of the training split; the epoch's mean loss (one sync).
+
+    :raises _Diverged: a non-finite loss (checked every step on CPU, every 20 on CUDA).
+    :raises _Timeout: ``time_limit`` exceeded.
+    """
+    config, data, gen, batch = run.config, run.data, run.gen, run.batch
+    device = data.device
+    augment = data.augment if config.augment else "none"
+    total_steps = config.epochs * run.steps_per_epoch
+    perm = torch.randperm(data.train_x.shape[0], generator=gen, device=device)
+    running = torch.zeros((), device=device)
+    for i in range(run.steps_per_epoch):
+        idx = perm[i * batch:(i + 1) * batch]
+        x = augment_batch(data.train_x[idx], gen, augment)
+        for m in run.paths:  # ScheduledDropPath: linear from 0 to config.drop_path
+            m.drop_path_prob = config.drop_path * run.steps / max(1, total_steps - 1)
+        loss, _ = train_step(run.model, x, data.train_y[idx], run.optimizer, run.scheduler,
+                             config.grad_clip)
+        running += loss
+        run.steps += 1
+        # CPU: a check per step is free; CUDA: every 20 steps to avoid a sync per step
+        if (device.type != "cuda" or run.steps % 20 == 0) and not torch.isfinite(loss):
+            raise _Diverged(f"loss became {loss.item():.4g} at step {run.steps}")
+        if run.time_limit is not None and time.perf_counter() - run.start > run.time_limit:
+            raise _Timeout(f"stopped after {run.steps} steps ({run.time_limit}s limit)")
+    return float(running) / run.steps_per_epoch
+
+
+def _patience_spent(run: _Run) -> bool:
+    """Score the validation split after an epoch (early stopping); whether it has not improved
+    for ``early_stop_patience`` epochs."""
+    acc, _ = evaluate(run.model, run.data.val_x, run.data.val_y, run.config.eval_batch_size)
+    run.model.train()
+    if acc > run.best_val:
+        run.best_val, run.stale = acc, 0
+        return False
+    run.stale += 1
+    return run.stale >= run.config.early_stop_patience
 
 
 class _Diverged(Exception):

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from nas_gym.data import (
-    DATASETS,
     DataConfig,
     DataSplit,
     augment_batch,
     clear_data_cache,
     load_data,
 )
+from nas_gym.datasets import DATASETS
 from nas_gym.errors import ConfigError, DatasetNotFoundError
 
 TORCHVISION_SETS = ["mnist", "fashion_mnist", "cifar10", "svhn"]

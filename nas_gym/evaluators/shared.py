@@ -48,7 +48,8 @@ from ..arch.base import Architecture
 from ..arch.macro import FILTERS, KERNELS, STRIDES
 from ..data import DataSplit, augment_batch
 from ..errors import bad_value
-from ..supernet import SharedChild, SuperNet, build_supernet
+from ..supernet import build_supernet
+from ..supernet_base import SharedChild, SuperNet
 from ..training import (
     TrainConfig,
     autocast_for,
