@@ -43,10 +43,10 @@ from .checkpoint import load_model, save_model, sidecar_path
 from .data import DataSplit
 from .errors import ConfigError, bad_value
 from .models import build_model
+from .models.net2net import deepen, widen
 from .rewards import Reward
 from .store import EvaluationStore
 from .training import TrainConfig, train
-from .transforms import deepen, widen
 
 __all__ = ["apply_transform", "best_child", "checkpoint_bytes", "export_model", "load_checkpoint",
            "load_weights", "model_from_checkpoint", "next_stage_start", "replay",

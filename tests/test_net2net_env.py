@@ -23,8 +23,8 @@ from nas_gym.lineage import (
     load_weights,
     replay,
 )
+from nas_gym.models.net2net import legal_deepen_positions, legal_widen_layers
 from nas_gym.store import EvaluationStore
-from nas_gym.transforms import legal_deepen_positions, legal_widen_layers
 
 # small and quick: 300 training digits, one fine-tuning epoch, a 2-epoch start net
 FAST = {"train_size": 300, "epochs": 1, "start_epochs": 2, "measure_latency": False,

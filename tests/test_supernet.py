@@ -14,9 +14,9 @@ from nas_gym.data import load_data
 from nas_gym.errors import ArchitectureError
 from nas_gym.evaluators import EVALUATORS
 from nas_gym.evaluators.shared import SharedEvaluator
-from nas_gym.supernet import build_supernet, check_memory
-from nas_gym.supernet_base import batch_stats_only
-from nas_gym.supernet_cell import CellSuperNet
+from nas_gym.evaluators.supernet import build_supernet, check_memory
+from nas_gym.evaluators.supernet_base import batch_stats_only
+from nas_gym.evaluators.supernet_cell import CellSuperNet
 from nas_gym.training import get_preset
 
 SHAPE = (1, 8, 8)

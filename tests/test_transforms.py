@@ -19,7 +19,7 @@ from nas_gym.arch.plain import (
     PoolLayer,
 )
 from nas_gym.errors import TransformError
-from nas_gym.transforms import deepen, legal_deepen_positions, legal_widen_layers, widen
+from nas_gym.models.net2net import deepen, legal_deepen_positions, legal_widen_layers, widen
 
 N_NETS = 200  # random networks per space in the property test
 MAX_STEPS = 10  # transforms per sequence

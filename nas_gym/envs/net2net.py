@@ -19,7 +19,7 @@ from ..errors import ConfigError, bad_value
 from ..evaluation import EvaluationPipeline
 from ..evaluators import TrainEvaluator
 from ..lineage import apply_transform, checkpoint_bytes, model_from_checkpoint, weights_sha256
-from ..transforms import legal_widen_layers
+from ..models.net2net import legal_widen_layers
 from .base import NasEnv
 from .net2net_encoding import SLOT_NVEC, allow_deepen, decode_action, encode_observation
 from .net2net_start import CheckpointEvaluator, parse_start_net
@@ -35,7 +35,7 @@ class Net2NetEnv(NasEnv):
     EAS (Cai et al. 2018): the state is the current network *with its weights*; each step applies
     Net2Wider (the layer's filters / units go to the next level of ``CONV_WIDTHS`` / ``FC_UNITS``,
     EAS eq. 1-3) or Net2Deeper (an identity conv + BN + ReLU, or an identity fc) -- both from
-    :mod:`nas_gym.transforms`, so the network's function is unchanged -- or stops. The final child
+    :mod:`nas_gym.models.net2net`, so the network's function is unchanged -- or stops. The final child
     inherits the transformed weights and is fine-tuned ``epochs`` epochs (EAS: 20, lr 0.02 --
     ``training="eas"``); its validation accuracy gives the reward.
 

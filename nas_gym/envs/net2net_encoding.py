@@ -17,7 +17,7 @@ from ..arch.plain import (
     PlainCNN,
     next_level,
 )
-from ..transforms import legal_deepen_positions
+from ..models.net2net import legal_deepen_positions
 
 LAYER_TYPES = ("empty", "conv", "max_pool", "avg_pool", "fc")  # observation type codes
 SLOT_NVEC = (len(LAYER_TYPES), len(CONV_WIDTHS) + 1, 4)  # type, width level, kernel / pool code

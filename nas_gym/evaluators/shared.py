@@ -1,6 +1,6 @@
 """The ``"shared"`` evaluator: ENAS / B-ENAS weight sharing (SPEC §5; B-ENAS §3.1, Algorithms 2-3).
 
-One super-network Omega (:mod:`nas_gym.supernet`) lives in the evaluator for its whole life (one per
+One super-network Omega (:mod:`nas_gym.evaluators.supernet`) lives in the evaluator for its whole life (one per
 env; pass the same evaluator object to several envs of a process to share it). Evaluating a child:
 
 1. **TrainChild** (B-ENAS Algorithm 2 with ``b = train_steps``, eq. 1 with M = 1): Omega trains on
@@ -48,8 +48,6 @@ from ..arch.base import Architecture
 from ..arch.macro import FILTERS, KERNELS, STRIDES
 from ..data import DataSplit, augment_batch
 from ..errors import bad_value
-from ..supernet import build_supernet
-from ..supernet_base import SharedChild, SuperNet
 from ..training import (
     TrainConfig,
     autocast_for,
@@ -61,6 +59,8 @@ from ..training import (
     train_step,
 )
 from .base import EVALUATORS, EvalResult, Evaluator
+from .supernet import build_supernet
+from .supernet_base import SharedChild, SuperNet
 
 SETTINGS = ("train_steps", "val_batches", "score_children", "measure_train_seconds")
 
@@ -228,7 +228,7 @@ class SharedEvaluator(Evaluator):
         try:
             for _ in range(steps):
                 idx = self._batch("train")
-                # channels_last on every device, as Omega is (nas_gym.supernet.build_supernet)
+                # channels_last on every device, as Omega is (nas_gym.evaluators.supernet.build_supernet)
                 x = augment_batch(self.data.train_x[idx], self.gen, augment).contiguous(
                     memory_format=torch.channels_last)
                 y = self.data.train_y[idx]

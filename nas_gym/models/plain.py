@@ -1,6 +1,6 @@
 """Builder of :class:`~nas_gym.arch.plain.PlainCNN` networks (EAS plain / DenseNet space).
 
-Module layout, relied on by :mod:`nas_gym.transforms` and the Net2Net env:
+Module layout, relied on by :mod:`nas_gym.models.net2net` and the Net2Net env:
 
 - ``model.layers[i]`` is the module of ``arch.layers[i]``: a :class:`ConvBNReLU` (``.conv``,
   ``.bn``), an ``nn.MaxPool2d`` / ``nn.AvgPool2d``, or an :class:`FCReLU` (``.fc``);

@@ -1,5 +1,5 @@
 """The super-network of the cell space (SPEC §5, ``evaluator="shared"``); the base class and how
-a child shares its weights: :mod:`nas_gym.supernet_base`.
+a child shares its weights: :mod:`nas_gym.evaluators.supernet_base`.
 
 **Cells** (:class:`CellSuperNet`, SPEC §1.1, B-ENAS Fig. 3). Same macro layout as
 :class:`~nas_gym.models.cell.CellNetwork` (stem, N normal, reduction, N normal, reduction, N
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch.base import Architecture
-from .arch.cell import ENAS_OPS, OP_SETS, Cell, CellArchitecture
-from .errors import ArchitectureError
-from .models.cell_ops import OPS, FactorizedReduce, ReLUConvBN
+from ..arch.base import Architecture
+from ..arch.cell import ENAS_OPS, OP_SETS, Cell, CellArchitecture
+from ..errors import ArchitectureError
+from ..models.cell_ops import OPS, FactorizedReduce, ReLUConvBN
 from .supernet_base import FLOAT_BYTES, SuperNet, unique_parameters
 
 

@@ -1,9 +1,9 @@
 """The ENAS / B-ENAS super-network Omega (SPEC §5, ``evaluator="shared"``): building one.
 
 :func:`build_supernet` gives the super-network of an architecture's space, one of ``SUPERNETS``:
-:class:`~nas_gym.supernet_cell.CellSuperNet` (cells) or
-:class:`~nas_gym.supernet_macro.MacroSuperNet` (macro layers). Both are a
-:class:`~nas_gym.supernet_base.SuperNet`, whose module tells how a child shares its weights and
+:class:`~nas_gym.evaluators.supernet_cell.CellSuperNet` (cells) or
+:class:`~nas_gym.evaluators.supernet_macro.MacroSuperNet` (macro layers). Both are a
+:class:`~nas_gym.evaluators.supernet_base.SuperNet`, whose module tells how a child shares its weights and
 how its BatchNorms normalise.
 
 **Memory.** :func:`build_supernet` counts the parameters on the ``meta`` device first, estimates
@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch.base import Architecture
-from .arch.cell import CellArchitecture
-from .errors import bad_value
-from .models.builder import he_init_
+from ..arch.base import Architecture
+from ..arch.cell import CellArchitecture
+from ..errors import bad_value
+from ..models.builder import he_init_
 from .supernet_base import FLOAT_BYTES, SuperNet, batch_stats_only
 from .supernet_cell import CellSuperNet
 from .supernet_macro import MacroSuperNet

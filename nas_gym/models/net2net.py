@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arch.plain import CONV_WIDTHS, FC_UNITS, ConvLayer, FCLayer, PlainCNN, PoolLayer, next_level
-from .errors import ArchitectureError, TransformError
-from .models.plain import ConvBNReLU, FCReLU, PlainNet
+from ..arch.plain import CONV_WIDTHS, FC_UNITS, ConvLayer, FCLayer, PlainCNN, PoolLayer, next_level
+from ..errors import ArchitectureError, TransformError
+from .plain import ConvBNReLU, FCReLU, PlainNet
 
 __all__ = ["deepen", "legal_deepen_positions", "legal_widen_layers", "widen"]
 

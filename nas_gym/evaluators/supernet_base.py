@@ -8,8 +8,8 @@ at one position; :meth:`SuperNet.child` gives a child that runs on its slice: a
 through it changes nothing else (with ``zero_grad(set_to_none=True)`` the optimizer skips every
 parameter without a gradient: no momentum, no weight decay off the path).
 
-The super-networks of the spaces are :class:`~nas_gym.supernet_cell.CellSuperNet` and
-:class:`~nas_gym.supernet_macro.MacroSuperNet`; :func:`nas_gym.supernet.build_supernet` builds one.
+The super-networks of the spaces are :class:`~nas_gym.evaluators.supernet_cell.CellSuperNet` and
+:class:`~nas_gym.evaluators.supernet_macro.MacroSuperNet`; :func:`nas_gym.evaluators.supernet.build_supernet` builds one.
 
 **BatchNorm.** Every BN normalises with the statistics of the current batch, in training and in
 scoring, and keeps no running statistics: a shared op sees the inputs of every child that uses it,
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .arch.base import Architecture
+from ..arch.base import Architecture
 
 FLOAT_BYTES = 4  # float32
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -1,5 +1,5 @@
 """The super-network of the macro layer space (SPEC §5, ``evaluator="shared"``); the base class
-and how a child shares its weights: :mod:`nas_gym.supernet_base`.
+and how a child shares its weights: :mod:`nas_gym.evaluators.supernet_base`.
 
 **Macro layers** (:class:`MacroSuperNet`, SPEC §1.2): one weight per (layer, filters, kernel),
 stored as one Parameter per input piece it may read (the image, or layer ``j`` at each of its
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch.base import Architecture
-from .arch.macro import FILTERS, KERNELS, STRIDES, MacroArchitecture, conv_out
-from .errors import ArchitectureError
+from ..arch.base import Architecture
+from ..arch.macro import FILTERS, KERNELS, STRIDES, MacroArchitecture, conv_out
+from ..errors import ArchitectureError
 from .supernet_base import FLOAT_BYTES, SuperNet, unique_parameters
 
 
