@@ -30,7 +30,7 @@ from agents.base import read_state
 from agents.pnas import PNASAgent
 
 from ..bench_stats import rank_test
-from ..search import STATE, read_evaluations
+from ..search_log import STATE, read_evaluations
 from ._common import TINY, command_line, plot_mean_curves, run_searches, significance_note
 
 #: Tiny-run overrides (smoke tests).
