@@ -13,8 +13,10 @@ pipeline (costs, B-ENAS reward, store) with ``evaluator="shared"``
 (:class:`nas_gym.evaluators.shared.SharedEvaluator`, which holds Omega and trains it with the
 ``"benas"`` training preset: Nesterov SGD, cosine restarts 0.05 -> 0.001, T0 10, Tmul 2, weight
 decay 1e-4), the REINFORCE-LSTM controller :class:`agents.reinforce.ReinforceAgent` (one update
-per sampled cell, as Algorithm 3), and :func:`nas_gym.training.train` / ``evaluate`` for the final
-model (the only place the test split is read).
+per sampled cell, as Algorithm 3), and :func:`experiments.final_model.train_final` for the final
+model (the final retraining of ``nas-gym search`` too; the only place the test split is read).
+The configuration and the cell budget's derivation are :mod:`experiments.benas_config`, the command
+line :mod:`experiments.benas_cli`.
 
 TrainChild needs the controller's samples, not their evaluation: during it the env's terminal
 evaluation (costs, store, reward) is replaced by one training step of Omega on the child, so a step
@@ -43,152 +45,32 @@ searched one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-import nas_gym
 from agents.episode import Episode
 from agents.reinforce import ReinforceAgent
 from nas_gym.arch.base import Architecture, architecture_from_dict
-from nas_gym.arch.cell import CellArchitecture
-from nas_gym.costs import count_params, static_costs
-from nas_gym.errors import ConfigError, bad_value
+from nas_gym.errors import bad_value
 from nas_gym.evaluators.shared import SharedEvaluator
 from nas_gym.rewards import parse_budget
-from nas_gym.training import evaluate, train
 
-SELECT_RULES = ("accuracy_x_cost", "accuracy_per_cost", "accuracy")
-DERIVABLE_METRICS = ("params", "flops", "memory_bytes")  # known from the built model
+from .benas_config import SELECT_RULES, BenasConfig, derive_budget
+from .final_model import train_final
+
+__all__ = ["BenasSearch", "run_benas", "select_cell"]
+
 #: env keywords that also shape Omega (passed on to the shared evaluator).
 SPACE_KEYS = ("ops", "max_blocks", "filters", "kernels", "strides", "max_layers")
-
-
-@dataclass
-class BenasConfig:
-    """One B-ENAS run; defaults are the paper's settings except the sizes (§4.1)."""
-
-    env: str = "CellNAS-v0"
-    """Env id: ``CellNAS-v0`` (B-ENAS) or ``MacroNAS-v0``."""
-    budget: Any = field(default_factory=lambda: {"params": 30_000})
-    """Budget of the B-ENAS penalty (eq. 3), e.g. ``{"params": 3e4}``, ``{"train_seconds": 5}``."""
-    epochs: int = 10
-    """e, epochs of Algorithm 1 (paper: 150)."""
-    child_steps: int | None = None
-    """b, mini-batches of TrainChild per epoch; None = the paper's 2 |D| / batch_size."""
-    controller_steps: int = 30
-    """s, REINFORCE steps of TrainController per epoch (paper: 30)."""
-    batch_size: int = 160
-    """Mini-batch of TrainChild and of the validation score (paper: 160)."""
-    alpha: float = 0.1
-    """Weight of the penalty in the reward (eq. 2; paper: 0.1)."""
-    beta: float = 1.0
-    """Slope of the penalty (eq. 3; paper: 1)."""
-    select: str = "accuracy_x_cost"
-    """SelectCell rule: accuracy_x_cost (paper, default), accuracy_per_cost or accuracy."""
-    select_samples: int = 10
-    """Cells sampled by SelectCell (paper: 10)."""
-    max_select_samples: int = 100
-    """Keep sampling up to this many cells while none meets the budget."""
-    final_n: int = 3
-    """N of the final model (paper: 3, the "11-layer" model)."""
-    final_channels: int | None = None
-    """First-stage width of the final model (None: the searched model's)."""
-    final_drop_path: float = 0.0
-    """ScheduledDropPath of the final retraining (NASNet; 0 = off): ``TrainConfig.drop_path``."""
-    final_budget: Any = None
-    """Budget of the final model; when given, ``budget`` is derived from it (module doc)."""
-    budget_samples: int = 32
-    """Cells sampled to derive the budget's cost ratio from ``final_budget``."""
-    final_epochs: int = 10
-    """Epochs of the final retraining from scratch (0: skip)."""
-    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"dataset": "digits"})
-    """Other env keywords (dataset, channels, max_blocks, ops, device, ...)."""
-    controller_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Keywords of ReinforceAgent (default batch_episodes=1: one update per cell, Algorithm 3)."""
-    seed: int = 0
-    """Seed of Omega, the controller and the final model."""
-    out: str | None = None
-    """Folder for ``benas.json`` (None: write nothing)."""
-
-    def validate(self) -> BenasConfig:
-        if self.env not in nas_gym.ENV_IDS:
-            raise bad_value("env", self.env, sorted(nas_gym.ENV_IDS))
-        for name, low in (("epochs", 1), ("controller_steps", 0), ("batch_size", 1),
-                          ("select_samples", 1), ("max_select_samples", 1), ("final_n", 1),
-                          ("final_epochs", 0), ("seed", 0), ("budget_samples", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise bad_value(name, v, f"an integer >= {low}")
-        if self.child_steps is not None and (not isinstance(self.child_steps, int)
-                                             or self.child_steps < 0):
-            raise bad_value("child_steps", self.child_steps, "None or an integer >= 0")
-        if self.select not in SELECT_RULES:
-            raise bad_value("select", self.select, SELECT_RULES)
-        if not (isinstance(self.final_drop_path, (int, float)) and 0 <= self.final_drop_path < 1):
-            raise bad_value("final_drop_path", self.final_drop_path, "a probability in [0, 1)")
-        if self.final_channels is not None and (isinstance(self.final_channels, bool) or not
-                                                isinstance(self.final_channels, int)
-                                                or self.final_channels < 1):
-            raise bad_value("final_channels", self.final_channels, "None or an integer >= 1")
-        parse_budget(self.budget)
-        for c in parse_budget(self.final_budget):
-            if c.metric not in DERIVABLE_METRICS or c.lower is not None:
-                raise bad_value("final_budget", self.final_budget,
-                                f"upper bounds on {DERIVABLE_METRICS} (known before training)")
-        return self
-
-    def final_architecture(self, arch: Architecture) -> Architecture:
-        """The final model of a searched architecture: a cell at ``final_n`` (and
-        ``final_channels``); any other architecture as it is."""
-        if isinstance(arch, CellArchitecture):
-            return arch.with_size(self.final_n, self.final_channels)
-        return arch
-
-
-def derive_budget(config: BenasConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """The searched model's budget from ``config.final_budget`` (module doc) and how it was
-    derived: ``{"ratio": {metric: median}, "final_budget", "samples": [architecture dicts]}``."""
-    constraints = parse_budget(config.final_budget)
-    kwargs = {**config.env_kwargs, "seed": config.seed, "store": ":memory:",
-              "measure_latency": False, "penalty": "none"}
-    probe = gym.make(config.env, **kwargs)
-    archs: list[Architecture] = []
-    rng = np.random.default_rng(0)
-    with probe.unwrapped.sampling(lambda arch: archs.append(arch) or {}):
-        while len(archs) < config.budget_samples:
-            obs, info = probe.reset(seed=len(archs))
-            done = False
-            while not done:
-                action = int(rng.choice(np.flatnonzero(info["action_mask"])))
-                obs, _, done, _, info = probe.step(action)
-    shape, classes = probe.unwrapped.input_shape, probe.unwrapped.num_classes
-    probe.close()
-    ratios: dict[str, list[float]] = {c.metric: [] for c in constraints}
-    def cost(arch: Architecture) -> dict[str, float]:
-        model = nas_gym.build_model(arch, shape, classes)
-        return {"params": count_params(model)} if list(ratios) == ["params"] \
-            else static_costs(model, shape)  # FLOPs and memory need a counted forward pass
-
-    for arch in archs:
-        costs = [cost(a) for a in (arch, config.final_architecture(arch))]
-        for m in ratios:
-            ratios[m].append(costs[1][m] / costs[0][m])
-    ratio = {m: float(np.median(v)) for m, v in ratios.items()}
-    budget = {c.metric: c.upper / ratio[c.metric] for c in constraints}
-    return budget, {"final_budget": {c.metric: c.upper for c in constraints}, "ratio": ratio,
-                    "samples": [a.to_dict() for a in archs]}
 
 
 def select_cell(candidates: list[dict[str, Any]], rule: str = "accuracy_x_cost") -> int | None:
@@ -328,19 +210,13 @@ class BenasSearch:
     def retrain(self, architecture: dict[str, Any] | Architecture) -> dict[str, Any]:
         """Train the cell at ``final_n`` from scratch on the training split; report validation
         and **test** accuracy (the only read of the test split) and the costs."""
-        arch = architecture_from_dict(architecture)
-        final = self.config.final_architecture(arch)
-        model = nas_gym.build_model(final, self.data.input_shape, self.data.num_classes,
-                                    seed=self.config.seed)
-        costs = static_costs(model, self.data.input_shape)
-        config = self.train_config.replace(epochs=self.config.final_epochs,
-                                           drop_path=self.config.final_drop_path)
-        run = train(model, self.data, config, seed=self.config.seed)
-        costs["train_seconds"] = run.train_seconds
-        val_acc, _ = evaluate(model, self.data.val_x, self.data.val_y, config.eval_batch_size)
-        test_acc, _ = evaluate(model, self.data.test_x, self.data.test_y, config.eval_batch_size)
-        return {"architecture": final.to_dict(), "epochs": config.epochs, "status": run.status,
-                "val_accuracy": val_acc, "test_accuracy": test_acc, "costs": costs}
+        final = train_final(self.config.final_architecture(architecture_from_dict(architecture)),
+                            self.data, self.train_config, self.config.final_epochs,
+                            seed=self.config.seed, drop_path=self.config.final_drop_path,
+                            measure_costs=True)
+        return {"architecture": final.architecture.to_dict(), "epochs": final.config.epochs,
+                "status": final.run.status, "val_accuracy": final.val_accuracy,
+                "test_accuracy": final.test_accuracy, "costs": final.costs}
 
     def run(self) -> dict[str, Any]:
         """Algorithm 1, SelectCell, then the final retraining; returns the JSON-able report."""
@@ -381,84 +257,3 @@ def _mean(values: Any) -> float:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
-
-
-# -- command line: ``nas-gym search --method benas`` -----------------------------------------------
-def add_benas_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--method`` and the B-ENAS options to the ``search`` parser of ``experiments.cli``;
-    ``--method benas`` maps the search options (``--env``, ``--budget``, ``--env-kwargs`` and
-    shortcuts, ``--agent-kwargs`` -> controller, ``--seed``, ``--final-epochs``, ``--out``,
-    ``--threads``) onto :class:`BenasConfig`."""
-    parser.add_argument("--method", choices=("agent", "benas"), default="agent",
-                        help="agent: run --agent on --env (default); benas: the B-ENAS pipeline "
-                             "on shared weights (experiments/benas.py)")
-    group = parser.add_argument_group("B-ENAS (--method benas)")
-    group.add_argument("--benas-epochs", type=int, default=10, help="e, epochs (paper: 150)")
-    group.add_argument("--child-steps", type=int, default=None,
-                       help="b, TrainChild mini-batches per epoch (default 2|D|/batch)")
-    group.add_argument("--controller-steps", type=int, default=30, help="s (paper: 30)")
-    group.add_argument("--benas-batch-size", type=int, default=160, help="mini-batch (160)")
-    group.add_argument("--select", choices=SELECT_RULES, default="accuracy_x_cost",
-                       help="SelectCell rule (default: the paper's accuracy x cost)")
-    group.add_argument("--final-n", type=int, default=3, help="N of the final model (3)")
-    group.add_argument("--final-channels", type=int, default=None,
-                       help="first-stage width of the final model (default: the search width)")
-    group.add_argument("--final-drop-path", type=float, default=0.0,
-                       help="ScheduledDropPath of the final retraining (NASNet; default 0: off)")
-    group.add_argument("--final-budget", default=None, metavar="METRIC=UPPER[,...]",
-                       help="budget of the final model; the searched cell's budget is derived "
-                            "from it (B-ENAS §4.1; replaces --budget)")
-    parser.set_defaults(func=partial(_dispatch, fallback=parser.get_default("func")))
-
-
-def _dispatch(args: argparse.Namespace, fallback: Callable[[argparse.Namespace], int]) -> int:
-    if getattr(args, "method", "agent") != "benas":
-        return fallback(args)
-    from .cli import search_config  # the search options, resolved as for --method agent
-
-    sc = search_config(args)
-    if sc.agent != "reinforce":
-        raise bad_value("--agent", sc.agent, "'reinforce' (B-ENAS's controller) with --method benas")
-    if sc.workers != 1 or sc.backend not in ("auto", "local"):
-        raise bad_value("--workers / --backend", (sc.workers, sc.backend),
-                        "1 / local with --method benas (one super-network, in this process)")
-    torch.set_num_threads(sc.threads)
-    final_budget = None
-    if args.final_budget is not None:
-        from .cli import parse_budget as parse_budget_text
-
-        try:
-            final_budget = parse_budget_text(args.final_budget)
-        except ValueError:
-            raise bad_value("--final-budget", args.final_budget,
-                            "metric=upper[,metric=upper...] over params, flops, memory_bytes") \
-                from None
-    config = BenasConfig(env=sc.env, budget=sc.budget, epochs=args.benas_epochs,
-                         child_steps=args.child_steps, controller_steps=args.controller_steps,
-                         batch_size=args.benas_batch_size, select=args.select,
-                         final_n=args.final_n, final_epochs=sc.final_epochs,
-                         final_channels=args.final_channels, final_budget=final_budget,
-                         final_drop_path=args.final_drop_path,
-                         env_kwargs=dict(sc.env_kwargs), controller_kwargs=dict(sc.agent_kwargs),
-                         seed=sc.seed, out=sc.out)
-    try:
-        report = run_benas(config)
-    except TypeError as exc:  # an unknown env keyword
-        raise ConfigError(f"--env-kwargs: {sc.env} does not accept one of "
-                          f"{sorted(sc.env_kwargs)} ({exc})") from None
-    sel = report["selected"]
-    if report["budget_derivation"]:
-        print(f"cell budget {config.budget} = final budget "
-              f"{report['budget_derivation']['final_budget']} / the median final/search cost "
-              f"ratio {report['budget_derivation']['ratio']}")
-    print(f"B-ENAS: {config.epochs} epochs in {report['search_seconds']:.1f}s, super-network "
-          f"{report['supernet']['params']:,} params; selected ({sel['rule']}): shared-weight "
-          f"accuracy {sel['accuracy']:.4f}, {sel['metric']} {sel['cost']:,.6g}, "
-          f"feasible {sel['feasible']}")
-    final = report.get("final")
-    if final:
-        c = final["costs"]
-        print(f"final N={config.final_n}: test accuracy {final['test_accuracy']:.4f}, params "
-              f"{int(c['params']):,}, train_seconds {c['train_seconds']:.1f}")
-    print(f"report: {Path(sc.out) / 'benas.json'}")
-    return 0

@@ -29,196 +29,41 @@ its evaluations through an env wrapper (as ``nas-gym search`` does), so an agent
 the callback is recorded too; a job that evaluated nothing fails instead of writing an empty file.
 ``--budget``, ``--agent`` and ``-A`` / ``--agent-kwargs`` read as in ``nas-gym search``
 (:mod:`experiments.options`).
+
+One job (and :class:`~experiments.bench_job.BenchConfig`) is :mod:`experiments.bench_job`; the
+report :mod:`experiments.bench_report`; this module runs the jobs and holds the command.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
-
-import nas_gym  # noqa: F401  (registers the env ids)
-from nas_gym.arch.base import architecture_from_dict
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.evaluators.table import load_table
-from nas_gym.table import DEFAULT_TABLE, TABLES, table_path
+from nas_gym.table import TABLES
 
-from .bench_stats import (
-    STAT_FIELDS,
-    plot_regret,
-    regret_columns,
-    statistics,
-    stats_markdown,
-    top_cut,
+from .bench_job import (
+    DEFAULT_AGENTS,
+    BenchConfig,
+    job_path,
+    make_bench_agent,
+    resolve_table,
+    run_job,
 )
-from .options import (
-    add_keyword_options,
-    agent_keywords,
-    check_agent_env,
-    make_agent_spec,
-    parse_budget,
-)
+from .bench_report import write_report
+from .options import add_keyword_options, agent_keywords, check_agent_env, parse_budget
 
-#: The default bench's agents: one per family (policy gradient, evolution, SB3, PNAS's surrogate)
-#: and random search, the reference. SB3's per-step overhead dominates table episodes (per
-#: 200-evaluation job: random / evolution ~1 s, reinforce ~7 s, ppo ~14 s, a2c ~13 s, maskable_ppo
-#: ~25 s, dqn ~35 s on the loaded 2-core machine), so 20 seeds of all of them cannot fit 5 minutes
-#: on 2 cores; the others join with ``--agents``.
-DEFAULT_AGENTS = ("reinforce", "evolution", "pnas", "random", "ppo")
+__all__ = ["IDENTITY", "add_bench_command", "bench_agent_kwargs", "check_agents", "run_bench"]
+
 IDENTITY = ("evaluations", "time_budget", "budget", "noise", "agent_kwargs")
-CSV_FIELDS = ("env", "agent", "seed", "evaluation", "sha256", "val_accuracy", "test_accuracy",
-              "train_seconds", "sim_seconds", "params", "feasible", "reward", "status",
-              "incumbent_val", "incumbent_test", "table_best_test", "regret", "top1",
-              "table_top1_test")
-
-
-@dataclass
-class BenchConfig:
-    agents: tuple[str, ...] = DEFAULT_AGENTS
-    """Registered agent names or ``module:Class`` import paths."""
-    envs: tuple[str, ...] = ("nas-bench-macro",)
-    """Benchmark tables by name (``nas_gym.table.TABLES``: ``nas-bench-macro``, ``macro-digits``)
-    or file (each names its env id and configuration); an env id picks the committed digits
-    table."""
-    seeds: int = 20
-    """Seeds 0..N-1 per (agent, env)."""
-    evaluations: int = 200
-    """Search budget: evaluated architectures (episodes) per job."""
-    time_budget: float | None = None
-    """Optional search budget in simulated training seconds (the tables' recorded times)."""
-    budget: dict[str, float] = field(default_factory=lambda: {"params": 1_000_000})
-    """Cost budget of the envs (B-ENAS penalty); also defines "meets the budget" in the report."""
-    noise: str = "sample"
-    """Table noise: "sample" (a recorded seed drawn per query), "seed" or "mean"."""
-    agent_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Keyword arguments per agent name."""
-    workers: int = 2
-    """Parallel processes."""
-    out: str = "bench"
-    """Output folder."""
-    tensorboard: str | None = None
-    """Also log every job's evaluations to TensorBoard runs ``DIR/<table>/<agent>/seed<k>``."""
-
-
-# -- one job ---------------------------------------------------------------------------------------
-def resolve_table(env: str) -> Path:
-    """The file of a table given by name (``nas_gym.table.TABLES``), file, or env id (the
-    committed digits table)."""
-    if env in nas_gym.ENV_IDS:
-        table = load_table(DEFAULT_TABLE)
-        if table.env_id != env:
-            raise bad_value("envs", env, f"a table file, or {table.env_id!r} (committed table)")
-        return table.path
-    path = table_path(env)
-    if not path.is_file():
-        raise bad_value("envs", env, f"a table name {sorted(TABLES)}, a table file, or "
-                        f"{load_table(DEFAULT_TABLE).env_id!r}")
-    return path
-
-
-def make_bench_env(table_path: str | os.PathLike, cfg: BenchConfig, seed: int) -> gym.Env:
-    """The table-backed env of a job (the table's configuration, the bench's cost budget)."""
-    table = load_table(table_path)
-    return gym.make(table.env_id, **{
-        **table.env_kwargs, "evaluator": "table", "seed": seed, "device": "cpu",
-        "evaluator_kwargs": {"path": str(table_path), "noise": cfg.noise},
-        "budget": dict(cfg.budget) or None, "penalty": "benas" if cfg.budget else "none",
-        "store": ":memory:", "measure_latency": False})
-
-
-def make_bench_agent(spec: str, seed: int, kwargs: dict[str, Any]) -> Any:
-    """A registered agent, an agent class by import path, or a plain SB3 algorithm class."""
-    return make_agent_spec(spec, seed, kwargs, arg="--agents")
-
-
-class _JobLog(gym.Wrapper):
-    """Records every finished episode of a job from the public API (terminal ``info``), whether
-    or not the agent calls its callback."""
-
-    def __init__(self, env: gym.Env, on_episode: Any) -> None:
-        super().__init__(env)
-        self.on_episode, self._return = on_episode, 0.0
-
-    def reset(self, **kwargs: Any):
-        self._return = 0.0
-        return self.env.reset(**kwargs)
-
-    def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._return += float(reward)
-        if terminated or truncated:
-            self.on_episode(self._return, info)
-        return obs, reward, terminated, truncated, info
-
-
-def _job_path(out: Path, env: str, agent: str, seed: int) -> Path:
-    tag = agent.replace(":", "_").replace(".", "_")
-    return out / "runs" / Path(env).stem / tag / f"seed{seed}.jsonl"
-
-
-def run_job(job: tuple[str, str, int, dict[str, Any]]) -> str:
-    """Run one (table, agent, seed) job; writes its JSONL atomically and returns its path."""
-    table_path, agent_spec, seed, cfg_dict = job
-    cfg = BenchConfig(**cfg_dict)
-    path = _job_path(Path(cfg.out), table_path, agent_spec, seed)
-    if path.exists():
-        return str(path)
-    agent = make_bench_agent(agent_spec, seed, dict(cfg.agent_kwargs.get(agent_spec, {})))
-    lines: list[dict[str, Any]] = []
-    sim = [0.0]
-    live = None
-    if cfg.tensorboard:
-        from .live import TensorBoardLog
-
-        live = TensorBoardLog(str(Path(cfg.tensorboard) / Path(table_path).stem
-                                  / agent_spec.replace(":", "_") / f"seed{seed}"),
-                              budget=cfg.budget)
-
-    def record(reward: float, info: dict[str, Any]) -> None:
-        costs = info.get("costs", {})
-        sim[0] += float(costs.get("train_seconds", 0.0))
-        lines.append({"evaluation": len(lines), "reward": float(reward),
-                      "sha256": architecture_from_dict(info["architecture"]).sha256,
-                      "val_accuracy": float(info["accuracy"]), "status": info.get("status"),
-                      "train_seconds": float(costs.get("train_seconds", 0.0)),
-                      "sim_seconds": sim[0], "params": costs.get("params")})
-        if live is not None:
-            live.log({"reward": float(reward), "accuracy": info.get("accuracy"),
-                      "penalty": info.get("penalty"), "costs": dict(costs)})
-
-    def on_episode(episode: Any) -> bool:
-        stop = len(lines) >= cfg.evaluations
-        return not (stop or (cfg.time_budget is not None and sim[0] >= cfg.time_budget))
-
-    env = _JobLog(make_bench_env(table_path, cfg, seed), record)
-    try:
-        agent.learn(env, total_episodes=cfg.evaluations, callback=on_episode)
-    finally:
-        if live is not None:
-            live.close()
-    if not lines:
-        raise ConfigError(f"agent {agent_spec!r} finished without evaluating an architecture on "
-                          f"{table_path} (seed {seed})")
-    if cfg.time_budget is not None:  # an agent deaf to the callback may run past the budget
-        over = [i for i, r in enumerate(lines) if r["sim_seconds"] >= cfg.time_budget]
-        lines = lines[: over[0] + 1] if over else lines
-    env.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in lines[: cfg.evaluations]))
-    os.replace(tmp, path)
-    return str(path)
 
 
 def check_agents(cfg: BenchConfig, tables: list[str]) -> None:
@@ -252,7 +97,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
                                   f"{cfg_dict[k]!r}; use another --out to change it")
     saved.write_text(json.dumps(cfg_dict, indent=2, default=list))
     jobs = [(t, a, s, cfg_dict) for s in range(cfg.seeds) for t in tables for a in cfg.agents]
-    todo = [j for j in jobs if not _job_path(out, j[0], j[1], j[2]).exists()]
+    todo = [j for j in jobs if not job_path(out, j[0], j[1], j[2]).exists()]
     start = time.perf_counter()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker: no oversubscription
     from tqdm import tqdm
@@ -330,167 +175,3 @@ def _run_cli(args: argparse.Namespace) -> int:
     print(f"bench: {result['jobs']} jobs ({result['ran']} run now) in {result['seconds']:.1f}s; "
           f"report: {Path(cfg.out) / 'report.md'}")
     return 0
-
-
-# -- the report ------------------------------------------------------------------------------------
-def _feasible(costs: dict[str, Any], budget: dict[str, float]) -> bool:
-    return all(costs.get(m) is not None and costs[m] <= upper for m, upper in budget.items())
-
-
-def collect_rows(out: Path, cfg: BenchConfig, tables: list[str],
-                 jobs: list[tuple]) -> list[dict[str, Any]]:
-    """The rows of ``results.csv``: every evaluation, with the incumbent after it."""
-    rows: list[dict[str, Any]] = []
-    for t in tables:
-        table = load_table(t)
-        info = {d["sha256"]: d for d in table.summary()}
-        within = [d["test_accuracy"] for d in info.values() if _feasible(d, cfg.budget)]
-        best, cut = max(within, default=float("nan")), top_cut(within)
-        for _, agent, seed, _ in (j for j in jobs if j[0] == t):
-            inc_val, inc_test = float("-inf"), float("nan")
-            for line in map(json.loads, _job_path(out, t, agent, seed).read_text().splitlines()):
-                arch = info[line["sha256"]]
-                feasible = _feasible(arch, cfg.budget)
-                if feasible and line["val_accuracy"] > inc_val:
-                    inc_val, inc_test = line["val_accuracy"], arch["test_accuracy"]
-                rows.append({**line, "env": Path(t).stem, "agent": agent, "seed": seed,
-                             "test_accuracy": arch["test_accuracy"], "feasible": int(feasible),
-                             "incumbent_val": inc_val if inc_val > float("-inf") else float("nan"),
-                             "incumbent_test": inc_test, "table_best_test": best,
-                             "regret": regret_columns(best, inc_test),
-                             "top1": int(feasible and arch["test_accuracy"] >= cut),
-                             "table_top1_test": cut})
-    return rows
-
-
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (env, agent): final incumbent, its test accuracy, regret (table best test accuracy
-    within budget minus the incumbent's; no feasible incumbent counts as test accuracy 0), the
-    feasible fraction; rank = position by mean regret within the env (ties share the mean rank),
-    averaged over envs in ``mean_rank``."""
-    final: dict[tuple, dict[tuple, Any]] = {}
-    for r in rows:
-        final.setdefault((r["env"], r["agent"]), {})[r["seed"]] = r
-    feas: dict[tuple, list[int]] = {}
-    for r in rows:
-        feas.setdefault((r["env"], r["agent"]), []).append(int(r["feasible"]))
-    out = []
-    for (env, agent), by_seed in final.items():
-        last = list(by_seed.values())
-        test = np.array([_num(r["incumbent_test"], 0.0) for r in last])
-        regret = np.array([r["table_best_test"] for r in last]) - test
-        val = np.array([_num(r["incumbent_val"], 0.0) for r in last])
-        out.append({"env": env, "agent": agent, "seeds": len(last),
-                    "val_mean": float(val.mean()), "val_std": float(val.std()),
-                    "test_mean": float(test.mean()), "test_std": float(test.std()),
-                    "regret_mean": float(regret.mean()), "regret_std": float(regret.std()),
-                    "feasible_fraction": float(np.mean(feas[env, agent])),
-                    "evaluations": int(np.mean([r["evaluation"] + 1 for r in last])),
-                    "sim_seconds": float(np.mean([r["sim_seconds"] for r in last]))})
-    for s in out:
-        peers = [o["regret_mean"] for o in out if o["env"] == s["env"]]
-        s["rank"] = float(1 + sum(p < s["regret_mean"] for p in peers)
-                          + 0.5 * (sum(p == s["regret_mean"] for p in peers) - 1))
-    for s in out:
-        s["mean_rank"] = float(np.mean([o["rank"] for o in out if o["agent"] == s["agent"]]))
-    stats = statistics(rows)
-    for s in out:
-        s.update(stats[s["env"], s["agent"]])
-    return sorted(out, key=lambda s: (s["env"], s["rank"]))
-
-
-def _num(value: Any, default: float) -> float:
-    v = float(value)
-    return v if np.isfinite(v) else default
-
-
-def _plot(rows: list[dict[str, Any]], x: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    envs = sorted({r["env"] for r in rows})
-    fig, axes = plt.subplots(2, len(envs), figsize=(6 * len(envs), 7), squeeze=False)
-    for col, env in enumerate(envs):
-        runs: dict[str, dict[int, list[dict]]] = {}
-        for r in rows:
-            if r["env"] == env:
-                runs.setdefault(r["agent"], {}).setdefault(r["seed"], []).append(r)
-        top = max(r["sim_seconds"] for r in rows if r["env"] == env)
-        grid = np.linspace(0, top, 200) if x == "sim_seconds" else None
-        for agent, seeds in sorted(runs.items()):
-            for row, key in enumerate(("incumbent_val", "incumbent_test")):
-                curves = []
-                for lines in seeds.values():
-                    ys = np.array([_num(r[key], np.nan) for r in lines])
-                    if grid is None:
-                        curves.append(ys)
-                    else:  # step function of simulated time: the incumbent after each evaluation
-                        xs = np.array([r["sim_seconds"] for r in lines])
-                        idx = np.searchsorted(xs, grid, side="right") - 1
-                        curves.append(np.where(idx >= 0, ys[np.maximum(idx, 0)], np.nan))
-                n = min(len(c) for c in curves)
-                ys = np.array([c[:n] for c in curves])
-                with np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no incumbent yet
-                    mean, std = np.nanmean(ys, 0), np.nanstd(ys, 0)
-                xs = np.arange(1, n + 1) if grid is None else grid[:n]
-                ax = axes[row][col]
-                ax.plot(xs, mean, label=agent)
-                ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
-        for row, what in enumerate(("best validation accuracy so far", "its test accuracy")):
-            ax = axes[row][col]
-            ax.set_title(f"{env}: {what}")
-            ax.set_xlabel("evaluations" if grid is None else "simulated training seconds")
-            ax.grid(alpha=0.3)
-        axes[0][col].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-SUMMARY_FIELDS = ("env", "agent", "seeds", "evaluations", "val_mean", "val_std", "test_mean",
-                  "test_std", "regret_mean", "regret_std", "rank", "mean_rank",
-                  "feasible_fraction", "sim_seconds", *STAT_FIELDS)
-
-
-def write_report(out: Path, cfg: BenchConfig, tables: list[str], jobs: list[tuple]
-                 ) -> list[dict[str, Any]]:
-    rows = collect_rows(out, cfg, tables, jobs)
-    write_csv(out / "results.csv", rows, CSV_FIELDS)
-    summary = summarize(rows)
-    write_csv(out / "summary.csv", summary, SUMMARY_FIELDS)
-    plot_regret(rows, out / "curves_evaluations.png")
-    timed = any(r["sim_seconds"] > 0 for r in rows)  # NAS-Bench-Macro publishes no times
-    if timed:
-        _plot(rows, "sim_seconds", out / "curves_time.png")
-    lines = [f"# nas-gym bench: {len(cfg.agents)} agents x {len(tables)} tables x {cfg.seeds} "
-             f"seeds x {cfg.evaluations} evaluations", "",
-             f"Cost budget {cfg.budget} (B-ENAS penalty); table noise `{cfg.noise}`. "
-             "Incumbent = the architecture within budget with the best accuracy the search "
-             "observed (the reward's draw: a validation run, or one of NAS-Bench-Macro's three "
-             "runs); regret = the table's best mean test accuracy within budget minus the "
-             "incumbent's mean test accuracy (none yet: accuracy 0). Mean [95% bootstrap interval] "
-             "over seeds; top-1% found = fraction of seeds that evaluated an architecture in the "
-             "top 1% of the budget's; p = one-sided Mann-Whitney U test, H1: regret below random "
-             "search's (`experiments/bench_stats.py`).", "", *stats_markdown(summary), "",
-             "| env | agent | best val acc | test acc | regret | rank | within budget |",
-             "|---|---|---|---|---|---|---|"]
-    for s in summary:
-        lines.append(f"| {s['env']} | {s['agent']} | {s['val_mean']:.4f} ± {s['val_std']:.4f} | "
-                     f"{s['test_mean']:.4f} ± {s['test_std']:.4f} | "
-                     f"{s['regret_mean']:.4f} ± {s['regret_std']:.4f} | {s['rank']:g} | "
-                     f"{s['feasible_fraction']:.2f} |")
-    lines += ["", "![anytime regret vs evaluations](curves_evaluations.png)", "",
-              *(["![anytime curves vs simulated time](curves_time.png)", ""] if timed else []),
-              "Numbers: `results.csv` (every evaluation), `summary.csv` (this table).", ""]
-    (out / "report.md").write_text("\n".join(lines))
-    return summary
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)

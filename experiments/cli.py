@@ -1,6 +1,6 @@
 """``nas-gym``: the command line (``nas-gym search ...``; ``bench`` and ``table`` plug in the same way).
 
-The options of ``search`` are generated from :class:`experiments.search.SearchConfig` (one option
+The options of ``search`` are generated from :class:`experiments.search_config.SearchConfig` (one option
 per field, its docstring as help), plus shortcuts into ``env_kwargs`` for the common env arguments
 (``--dataset``, ``--epochs``, ...) and ``-E KEY=VALUE`` for any other env keyword. Values are read
 in this order, later wins: the config defaults, ``--config FILE`` (YAML or JSON with the same
@@ -26,7 +26,8 @@ from nas_gym.errors import ConfigError, NasGymError, bad_value
 
 from .options import _is_float, parse_budget, parse_mapping, parse_value, tensorboard_dir
 from .options import number as _number
-from .search import SearchConfig, run_search
+from .search import run_search
+from .search_config import SearchConfig
 
 __all__ = ["_is_float", "build_parser", "main", "parse_budget", "parse_mapping", "parse_value"]
 
@@ -115,7 +116,7 @@ def add_search(sub: Any) -> None:
     p.add_argument("-A", "--agent-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="any agent keyword (repeatable), e.g. -A batch_episodes=8")
     p.set_defaults(func=cmd_search)
-    from .benas import add_benas_options  # --method benas: the B-ENAS pipeline
+    from .benas_cli import add_benas_options  # --method benas: the B-ENAS pipeline
 
     add_benas_options(p)
 

@@ -13,7 +13,8 @@ import torch
 import agents
 from agents.convert_state import convert
 from agents.state_file import read_state
-from experiments.search import SearchConfig, run_search
+from experiments.search import run_search
+from experiments.search_config import SearchConfig
 from nas_gym.errors import ConfigError
 
 

@@ -12,7 +12,9 @@ import torch
 import nas_gym
 from agents import AGENTS, Agent, make_agent
 from agents.reinforce import ReinforceAgent, anchor_plan
-from experiments.search import SearchConfig, read_evaluations, run_search
+from experiments.search import run_search
+from experiments.search_config import SearchConfig
+from experiments.search_log import read_evaluations
 from nas_gym.store import EvaluationStore
 
 DIGITS = (1, 8, 8), 10

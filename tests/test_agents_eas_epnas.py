@@ -20,7 +20,7 @@ from agents import make_agent
 from agents.eas import EASAgent, deepen_code
 from agents.epnas import EPNASAgent, progressive_layout
 from agents.state_file import read_state
-from experiments.search import read_evaluations
+from experiments.search_log import read_evaluations
 from nas_gym.arch.plain import DIGITS_START_NET
 from nas_gym.lineage import model_from_checkpoint, stage_checkpoint
 from nas_gym.store import EvaluationStore

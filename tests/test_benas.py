@@ -8,7 +8,8 @@ import pytest
 from scipy.stats import spearmanr
 
 import nas_gym
-from experiments.benas import BenasConfig, BenasSearch, select_cell
+from experiments.benas import BenasSearch, select_cell
+from experiments.benas_config import BenasConfig
 from experiments.cli import main
 from nas_gym.costs import count_params
 from nas_gym.training import evaluate, get_preset, train
@@ -112,7 +113,7 @@ def test_cell_budget_derived_from_the_final_budget() -> None:
     the derived cell budget x the N=3 / N=1 cost ratio = the final model's budget."""
     import numpy as np
 
-    from experiments.benas import derive_budget
+    from experiments.benas_config import derive_budget
     from nas_gym.arch.base import architecture_from_dict
 
     cfg = BenasConfig(final_budget={"params": 150_000}, budget_samples=6, env_kwargs=SPACE,

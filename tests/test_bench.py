@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import nas_gym  # noqa: F401
-from experiments.bench import BenchConfig, make_bench_agent, make_bench_env, run_bench
+from experiments.bench import run_bench
+from experiments.bench_job import BenchConfig, make_bench_agent, make_bench_env
 from nas_gym.table import COST_COLUMNS, enumerate_architectures, write_table
 
 #: 1-2 layers, filters {4, 8}, kernels {1, 3}, stride 1: 4 + 16 = 20 architectures.

@@ -19,7 +19,8 @@ from PIL import Image
 
 from agents.state_file import read_state
 from experiments.cli import load_config_file, main, parse_budget, parse_mapping
-from experiments.search import SearchConfig, read_evaluations
+from experiments.search_config import SearchConfig
+from experiments.search_log import read_evaluations
 from nas_gym.checkpoint import load_model
 
 NAS_GYM = shutil.which("nas-gym") or str(Path(sys.executable).parent / "nas-gym")

@@ -12,10 +12,13 @@ import textwrap
 
 import pytest
 
-from experiments.bench import BenchConfig, bench_agent_kwargs, run_bench
+from experiments.bench import bench_agent_kwargs, run_bench
+from experiments.bench_job import BenchConfig
 from experiments.cli import build_parser, main
 from experiments.options import parse_budget
-from experiments.search import SearchConfig, read_evaluations, run_search
+from experiments.search import run_search
+from experiments.search_config import SearchConfig
+from experiments.search_log import read_evaluations
 from nas_gym.evaluators.table import load_table
 from nas_gym.table import DEFAULT_TABLE
 
@@ -142,7 +145,7 @@ def test_third_party_agents_from_the_current_folder(tmp_path, monkeypatch, capsy
 
 def test_plain_recurrent_ppo_class_by_import_path():
     """``--agents sb3_contrib:RecurrentPPO``: its own policy name, the int feature size."""
-    from experiments.bench import make_bench_agent, make_bench_env
+    from experiments.bench_job import make_bench_agent, make_bench_env
 
     env = make_bench_env(DEFAULT_TABLE, BenchConfig(), seed=0)
     agent = make_bench_agent("sb3_contrib:RecurrentPPO", 0, {"n_steps": 8, "batch_size": 8})

@@ -15,7 +15,9 @@ import nas_gym
 from agents import Callback, make_agent
 from agents.pnas import PNASAgent, shortest_period
 from agents.surrogate import Surrogate
-from experiments.search import SearchConfig, read_evaluations, run_search
+from experiments.search import run_search
+from experiments.search_config import SearchConfig
+from experiments.search_log import read_evaluations
 from nas_gym.store import EvaluationStore
 
 DIGITS = (1, 8, 8), 10

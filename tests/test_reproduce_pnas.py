@@ -6,7 +6,7 @@ import pytest
 
 from experiments.cli import main
 from experiments.reproduce._common import command_line, load_paper_config, paper_sized
-from experiments.search import SearchConfig
+from experiments.search_config import SearchConfig
 from nas_gym.errors import ConfigError
 
 

@@ -32,7 +32,8 @@ import torch
 from scipy.stats import spearmanr
 
 import nas_gym  # noqa: F401  (registers the envs)
-from experiments.benas import BenasConfig, BenasSearch
+from experiments.benas import BenasSearch
+from experiments.benas_config import BenasConfig
 from experiments.benchmarks.eval_overhead import Timed
 from experiments.cli import parse_mapping
 from nas_gym.arch.base import Architecture

@@ -10,7 +10,9 @@ import yaml
 
 from nas_gym.errors import bad_value
 
-from ..search import SearchConfig, read_evaluations, run_search
+from ..search import run_search
+from ..search_config import SearchConfig
+from ..search_log import read_evaluations
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: Tiny-run overrides of the shared search fields (smoke tests).

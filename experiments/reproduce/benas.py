@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ..benas import BenasConfig, run_benas
+from ..benas import run_benas
+from ..benas_config import BenasConfig
 from ._cell import cell_complexity, clock, shrink
 
 #: B-ENAS's rows of Tables 3-5 (CIFAR-10): (cost, accuracy %), in the paper's order.

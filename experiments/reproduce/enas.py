@@ -11,7 +11,7 @@ space (NASNet's cell space with ENAS's 5 ops and added paths) of ``CellNAS-v0``.
 2. **From scratch**: :func:`experiments.search.run_search` with the same controller family on the
    same space, every cell trained from scratch (``evaluator="train"``), for exactly as many
    evaluations; its most accurate cell (validation accuracy) is its answer.
-3. Both answers are retrained the same way (:func:`experiments.search.retrain_final`: N = 3, the
+3. Both answers are retrained the same way (:func:`experiments.final_model.retrain_final`: N = 3, the
    env's training config, ``final_epochs``, once per seed of ``final_seeds``) and compared on
    their mean test accuracy; each search's compute is the process CPU seconds of the search (ENAS:
    super-network training included; neither counts the final retraining).
@@ -27,8 +27,12 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from ..benas import BenasConfig, BenasSearch
-from ..search import SearchConfig, read_evaluations, retrain_final, run_search
+from ..benas import BenasSearch
+from ..benas_config import BenasConfig
+from ..final_model import retrain_final
+from ..search import run_search
+from ..search_config import SearchConfig
+from ..search_log import read_evaluations
 from ._cell import cell_complexity, clock, shrink
 from ._common import most_accurate
 

@@ -34,7 +34,7 @@ from nas_gym.store import EvaluationStore
 
 from ..bench_stats import rank_test
 from ..benchmarks.epnas_speed import evaluate_interleaved, spearman
-from ..search import STORE
+from ..search_log import STORE
 from ._common import TINY, command_line, plot_mean_curves, run_searches, significance_note
 
 #: EPNAS Table 5, layer-by-layer search rows (CIFAR-10): constraint, test error %, size (M),

@@ -30,7 +30,7 @@ from agents.pnas import PNASAgent
 from agents.state_file import read_state
 
 from ..bench_stats import rank_test
-from ..search import STATE, read_evaluations
+from ..search_log import STATE, read_evaluations
 from ._common import TINY, command_line, plot_mean_curves, run_searches, significance_note
 
 #: Tiny-run overrides (smoke tests).

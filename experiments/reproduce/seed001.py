@@ -8,7 +8,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..search import SearchConfig, read_evaluations, run_search
+from ..search import run_search
+from ..search_config import SearchConfig
+from ..search_log import read_evaluations
 from ._common import TINY, command_line, most_accurate
 
 #: Seed 001 §4.3 (best architecture, accuracy wise, of each run; CIFAR-10).
