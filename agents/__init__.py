@@ -1,4 +1,4 @@
-"""Search agents (SPEC §4). Every agent implements :class:`agents.base.Agent` and reaches envs only
+"""Search agents (SPEC §4). Every agent implements :class:`nas_gym.agents.base.Agent` and reaches envs only
 through the Gymnasium API, so they are interchangeable with each other and with third-party ones.
 
 ``AGENTS`` maps a name to the agent class; :func:`make_agent` is the whole factory::

@@ -23,12 +23,12 @@ random generator states, episode count, best).
 time, one thread per copy, so the copies' children train concurrently (in worker processes with
 ``evaluator_backend="process"``, in Ray tasks with ``"ray"``). Each episode has its own seed
 (:meth:`Agent.episode_seed`), so a search gives the same episodes whatever the number of copies
-and their timing (:mod:`agents.batches`).
+and their timing (:mod:`nas_gym.agents.batches`).
 
-The pieces: :mod:`agents.episode` (:class:`~agents.episode.Episode`), :mod:`agents.callbacks`
-(:class:`~agents.callbacks.Callback`), :mod:`agents.env_api` (the env's next decision and the
-checks of ``learn``'s arguments), :mod:`agents.batches` (episode seeds, batches on env copies) and
-:mod:`agents.state_file` (the state file of :meth:`Agent.save` / :meth:`Agent.load`).
+The pieces: :mod:`nas_gym.agents.episode` (:class:`~nas_gym.agents.episode.Episode`), :mod:`nas_gym.agents.callbacks`
+(:class:`~nas_gym.agents.callbacks.Callback`), :mod:`nas_gym.agents.env_api` (the env's next decision and the
+checks of ``learn``'s arguments), :mod:`nas_gym.agents.batches` (episode seeds, batches on env copies) and
+:mod:`nas_gym.agents.state_file` (the state file of :meth:`Agent.save` / :meth:`Agent.load`).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class Agent(BatchPlay, ABC):
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file + ``os.replace``), so a
         kill during the write leaves the previous state intact. The file holds tensors and plain
-        values only (:func:`~agents.state_file.plain_state`): :meth:`load` reads it with
+        values only (:func:`~nas_gym.agents.state_file.plain_state`): :meth:`load` reads it with
         ``weights_only=True``."""
         write_state(path, self.state_dict())
 

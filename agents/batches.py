@@ -1,5 +1,5 @@
 """Episode seeds and the concurrent play of a batch's episodes on env copies (:class:`BatchPlay`,
-a base of :class:`agents.base.Agent`).
+a base of :class:`nas_gym.agents.base.Agent`).
 
 The agents that sample several architectures per policy update (REINFORCE's ``batch_episodes``,
 EAS's 10, EPNAS's ``branches``) also take a *list of env copies*
@@ -25,7 +25,7 @@ from .callbacks import Callback
 
 
 class BatchPlay:
-    """Episode seeding and batch play, for :class:`agents.base.Agent` (which sets the attributes
+    """Episode seeding and batch play, for :class:`nas_gym.agents.base.Agent` (which sets the attributes
     below in its ``__init__``); the agents with batches call :meth:`_batch_step`,
     :meth:`_play_many` and :meth:`_close_batch` from their ``learn``."""
 

@@ -1,4 +1,4 @@
-"""The hooks a search loop passes to :meth:`agents.base.Agent.learn` (:class:`Callback`)."""
+"""The hooks a search loop passes to :meth:`nas_gym.agents.base.Agent.learn` (:class:`Callback`)."""
 
 from __future__ import annotations
 

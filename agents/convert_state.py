@@ -1,8 +1,8 @@
 """Convert an agent state written by an older nas_gym (a pickle) to the safe format.
 
-``python -m agents.convert_state runs/NAME/agent_state.pt`` loads the old file **with pickle**
+``python -m nas_gym.agents.convert_state runs/NAME/agent_state.pt`` loads the old file **with pickle**
 (``weights_only=False``: it may run code, so only for a file you trust), rewrites it as tensors and
-plain values (:func:`agents.state_file.plain_state`, read back with ``weights_only=True``) and
+plain values (:func:`nas_gym.agents.state_file.plain_state`, read back with ``weights_only=True``) and
 keeps the original as ``agent_state.pt.pickle``. An old SB3 state's ``model.save`` zip is loaded
 with SB3 and re-saved as its parameters.
 """

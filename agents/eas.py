@@ -38,7 +38,7 @@ deeper actor's ``P(block) P(index | block) P(kernel | block, index)`` alone.
 Learning: REINFORCE on the episode return (the env's reward is already EAS's ``tan(acc * pi / 2)``,
 ``accuracy_transform="tan"``), an exponential-moving-average baseline (0.95), Adam, 10 networks
 per update (``batch_episodes``). The EAS two-stage schedule (the best net of a stage starts the
-next) is :func:`experiments.eas_stages.run_eas_stages`: ``Net2Net-v0`` takes its start net at
+next) is :func:`nas_gym.experiments.eas_stages.run_eas_stages`: ``Net2Net-v0`` takes its start net at
 construction, so a stage is a new env; the controller's heads do not depend on ``L``, so one agent
 spans the stages.
 """
@@ -301,7 +301,7 @@ class EASAgent(Agent):
     def learn(self, env: gym.Env | Sequence[gym.Env], total_episodes: int,
               callback: Callback | Callable[[Episode], bool | None] | None = None) -> EASAgent:
         """``env``: one env, or a list of copies whose episodes of a batch (EAS: 10 networks per
-        update) are played and fine-tuned concurrently (see :mod:`agents.base`)."""
+        update) are played and fine-tuned concurrently (see :mod:`nas_gym.agents.base`)."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
         envs = as_envs(env)
         self._ensure(envs[0])

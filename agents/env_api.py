@@ -1,5 +1,5 @@
 """What an agent reads from an env through the public Gymnasium API (the next decision, the
-action space, the env copies) and the checks of :meth:`agents.base.Agent.learn`'s arguments."""
+action space, the env copies) and the checks of :meth:`nas_gym.agents.base.Agent.learn`'s arguments."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The record of one finished episode (:class:`Episode`): what an agent learns from, what
-:meth:`agents.base.Agent.best` returns and what ``evaluations.jsonl`` holds (its summary)."""
+:meth:`nas_gym.agents.base.Agent.best` returns and what ``evaluations.jsonl`` holds (its summary)."""
 
 from __future__ import annotations
 

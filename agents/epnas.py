@@ -281,7 +281,7 @@ class EPNASAgent(Agent):
               callback: Callback | Callable[[Episode], bool | None] | None = None
               ) -> EPNASAgent:
         """``env``: one env, or a list of copies whose branches of an update are played (and
-        their networks trained) concurrently (see :mod:`agents.base`)."""
+        their networks trained) concurrently (see :mod:`nas_gym.agents.base`)."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
         envs = as_envs(env)
         n = check_discrete(envs[0], self.name)

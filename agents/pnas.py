@@ -4,7 +4,7 @@ any nas_gym token env through the Gymnasium API.
 Architectures grow one *unit* (a cell's block, a network's layer) per round. Round 1 trains
 ``beam_size`` of the smallest architectures; every later round expands the beam (the ``beam_size``
 best architectures of the previous round, by return) by one unit, ranks the ``candidates``
-expansions with the LSTM surrogate ensemble (:mod:`agents.surrogate`) and trains only the
+expansions with the LSTM surrogate ensemble (:mod:`nas_gym.agents.surrogate`) and trains only the
 ``beam_size`` best-ranked; after each round the surrogate is fine-tuned on every finished
 evaluation (the terminal ``info``'s return). An episode replays the chosen tokens.
 
@@ -319,7 +319,7 @@ class PNASAgent(Agent):
               callback: Callback | Callable[[Episode], bool | None] | None = None
               ) -> PNASAgent:
         """``env``: one env, or a list of copies that play a round's candidates concurrently (see
-        :mod:`agents.base`); walks use the first copy between batches."""
+        :mod:`nas_gym.agents.base`); walks use the first copy between batches."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
         envs = as_envs(env)
         n, max_tokens = check_discrete(envs[0], self.name), self._max_tokens(envs[0])

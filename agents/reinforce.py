@@ -350,7 +350,7 @@ class ReinforceAgent(Agent):
               callback: Callback | Callable[[Episode], bool | None] | None = None,
               ) -> ReinforceAgent:
         """``env``: one env, or a list of copies whose episodes of a batch are played (and their
-        children trained) concurrently (see :mod:`agents.base`)."""
+        children trained) concurrently (see :mod:`nas_gym.agents.base`)."""
         total, cb = check_episodes(total_episodes), as_callback(callback)
         envs = as_envs(env)
         self.setup(envs[0])

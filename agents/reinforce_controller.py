@@ -1,4 +1,4 @@
-"""The recurrent policy of :class:`agents.reinforce.ReinforceAgent` (Zoph & Le, ENAS, B-ENAS, seed 001)
+"""The recurrent policy of :class:`nas_gym.agents.reinforce.ReinforceAgent` (Zoph & Le, ENAS, B-ENAS, seed 001)
 and the anchor plan of Zoph & Le's skip attention."""
 
 from __future__ import annotations

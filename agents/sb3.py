@@ -274,7 +274,7 @@ class SB3Agent(Agent):
         if not isinstance(saved, dict):  # bytes: model.save's zip, the pickling format
             raise bad_value("state['model']", type(saved).__name__,
                             "the parameters dict of this nas_gym (convert the file: "
-                            "python -m agents.convert_state PATH)")
+                            "python -m nas_gym.agents.convert_state PATH)")
         spaces = [space_from_json(d) for d in saved["spaces"]]
         self.model = self._build(DummyVecEnv([lambda: _Spaces(*spaces)]))
         self.model.set_parameters(saved["parameters"], exact_match=True, device=self.device)

@@ -1,4 +1,4 @@
-"""The agent state file (:meth:`agents.base.Agent.save` / :meth:`agents.base.Agent.load`): the
+"""The agent state file (:meth:`nas_gym.agents.base.Agent.save` / :meth:`nas_gym.agents.base.Agent.load`): the
 state dict as tensors and plain values, written atomically and read with ``weights_only=True``,
 so a resumed search continues exactly where it was and loading a file never runs code from it."""
 
@@ -16,7 +16,7 @@ from nas_gym.errors import ConfigError
 #: The format tag of an agent state file (tensors + plain values, ``weights_only``-readable).
 STATE_FORMAT = "nas_gym.agent_state.v2"
 _CONVERT = ("written by an older nas_gym, whose agent states were pickles that can run code when "
-            "loaded. If you trust the file, convert it once: python -m agents.convert_state {path}")
+            "loaded. If you trust the file, convert it once: python -m nas_gym.agents.convert_state {path}")
 
 
 def plain_state(value: Any, where: str = "state") -> Any:

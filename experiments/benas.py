@@ -12,11 +12,11 @@ Pieces reused, never copied: the env (``CellNAS-v0`` or ``MacroNAS-v0``) and its
 pipeline (costs, B-ENAS reward, store) with ``evaluator="shared"``
 (:class:`nas_gym.evaluators.shared.SharedEvaluator`, which holds Omega and trains it with the
 ``"benas"`` training preset: Nesterov SGD, cosine restarts 0.05 -> 0.001, T0 10, Tmul 2, weight
-decay 1e-4), the REINFORCE-LSTM controller :class:`agents.reinforce.ReinforceAgent` (one update
-per sampled cell, as Algorithm 3), and :func:`experiments.final_model.train_final` for the final
+decay 1e-4), the REINFORCE-LSTM controller :class:`nas_gym.agents.reinforce.ReinforceAgent` (one update
+per sampled cell, as Algorithm 3), and :func:`nas_gym.experiments.final_model.train_final` for the final
 model (the final retraining of ``nas-gym search`` too; the only place the test split is read).
-The configuration and the cell budget's derivation are :mod:`experiments.benas_config`, the command
-line :mod:`experiments.benas_cli`.
+The configuration and the cell budget's derivation are :mod:`nas_gym.experiments.benas_config`, the command
+line :mod:`nas_gym.experiments.benas_cli`.
 
 TrainChild needs the controller's samples, not their evaluation: during it the env's terminal
 evaluation (costs, store, reward) is replaced by one training step of Omega on the child, so a step
@@ -57,8 +57,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.episode import Episode
-from agents.reinforce import ReinforceAgent
+from nas_gym.agents.episode import Episode
+from nas_gym.agents.reinforce import ReinforceAgent
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.errors import bad_value
 from nas_gym.evaluators.shared import SharedEvaluator

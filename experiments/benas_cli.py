@@ -1,5 +1,5 @@
 """``nas-gym search --method benas``: the B-ENAS options of the ``search`` parser and the command
-that runs :func:`experiments.benas.run_benas` from them."""
+that runs :func:`nas_gym.experiments.benas.run_benas` from them."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ __all__ = ["add_benas_options"]
 
 
 def add_benas_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--method`` and the B-ENAS options to the ``search`` parser of ``experiments.cli``;
+    """Add ``--method`` and the B-ENAS options to the ``search`` parser of ``nas_gym.experiments.cli``;
     ``--method benas`` maps the search options (``--env``, ``--budget``, ``--env-kwargs`` and
     shortcuts, ``--agent-kwargs`` -> controller, ``--seed``, ``--final-epochs``, ``--out``,
     ``--threads``) onto :class:`BenasConfig`."""

@@ -1,6 +1,6 @@
 """What a B-ENAS run is: :class:`BenasConfig` (the paper's settings, §4.1), the SelectCell rules, and
 the searched cell's budget derived from the final model's (:func:`derive_budget`; the rules are
-documented in :mod:`experiments.benas`)."""
+documented in :mod:`nas_gym.experiments.benas`)."""
 
 from __future__ import annotations
 

@@ -22,16 +22,16 @@ The default bench is NAS-Bench-Macro (CIFAR-10) under ``params <= 1M``, 20 seeds
 evaluations of :data:`DEFAULT_AGENTS`.
 
 A third-party agent joins by import path (``--agents default mypkg.module:MyAgent``; the current
-folder is importable): a class with the agent interface (``agents.base.Agent``: ``learn(env,
+folder is importable): a class with the agent interface (``nas_gym.agents.base.Agent``: ``learn(env,
 total_episodes, callback)``) or a plain SB3 algorithm class (run through the project's SB3
 adapter). Every agent is built and checked against every env before any job starts. A job records
 its evaluations through an env wrapper (as ``nas-gym search`` does), so an agent that never calls
 the callback is recorded too; a job that evaluated nothing fails instead of writing an empty file.
 ``--budget``, ``--agent`` and ``-A`` / ``--agent-kwargs`` read as in ``nas-gym search``
-(:mod:`experiments.options`).
+(:mod:`nas_gym.experiments.options`).
 
-One job (and :class:`~experiments.bench_job.BenchConfig`) is :mod:`experiments.bench_job`; the
-report :mod:`experiments.bench_report`; this module runs the jobs and holds the command.
+One job (and :class:`~nas_gym.experiments.bench_job.BenchConfig`) is :mod:`nas_gym.experiments.bench_job`; the
+report :mod:`nas_gym.experiments.bench_report`; this module runs the jobs and holds the command.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> dict[str, Any]:
 
 
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
-    """``nas-gym bench ...`` (registered in ``experiments.cli.COMMANDS``)."""
+    """``nas-gym bench ...`` (registered in ``nas_gym.experiments.cli.COMMANDS``)."""
     d = BenchConfig()
     p = sub.add_parser("bench", help="compare agents on benchmark tables (evaluator='table')")
     p.add_argument("--agents", "--agent", nargs="+", action="extend", default=None,

@@ -1,6 +1,6 @@
 """The report of ``nas-gym bench``: ``results.csv`` (every evaluation with the incumbent after it),
 ``summary.csv`` and ``report.md`` (per agent: final incumbent, regret, rank, the statistics of
-:mod:`experiments.bench_stats`) and the anytime curves."""
+:mod:`nas_gym.experiments.bench_stats`) and the anytime curves."""
 
 from __future__ import annotations
 

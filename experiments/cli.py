@@ -1,6 +1,6 @@
 """``nas-gym``: the command line (``nas-gym search ...``; ``bench`` and ``table`` plug in the same way).
 
-The options of ``search`` are generated from :class:`experiments.search_config.SearchConfig` (one option
+The options of ``search`` are generated from :class:`nas_gym.experiments.search_config.SearchConfig` (one option
 per field, its docstring as help), plus shortcuts into ``env_kwargs`` for the common env arguments
 (``--dataset``, ``--epochs``, ...) and ``-E KEY=VALUE`` for any other env keyword. Values are read
 in this order, later wins: the config defaults, ``--config FILE`` (YAML or JSON with the same

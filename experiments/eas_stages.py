@@ -14,13 +14,13 @@ networks each. ``Net2Net-v0`` takes its start net at construction, so every stag
 number of layer slots). The stage's best net (by the env's reward, among the stage's own episodes)
 is trained ``retrain_epochs`` more (:func:`retrain`, stored as a child of that net, so the store's
 lineage runs start net -> best -> retrained best -> next stage's children) and starts the next
-stage. ``nas-gym reproduce eas`` is its command (:mod:`experiments.reproduce.eas`).
+stage. ``nas-gym reproduce eas`` is its command (:mod:`nas_gym.experiments.reproduce.eas`).
 
 Example -- two stages of random transforms::
 
     import gymnasium as gym
-    from agents import make_agent
-    from experiments.eas_stages import run_eas_stages
+    from nas_gym.agents import make_agent
+    from nas_gym.experiments.eas_stages import run_eas_stages
     from nas_gym.store import EvaluationStore
 
     store = EvaluationStore("eas.sqlite")  # one store for all stages: the lineage crosses them

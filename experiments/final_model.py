@@ -2,7 +2,7 @@
 
 :func:`train_final` is the one final retraining of the project: ``nas-gym search``
 (:func:`retrain_final`, the best architecture at full size, saved to ``OUT/final/model.pt``) and
-the B-ENAS pipeline (:meth:`experiments.benas.BenasSearch.retrain`, the cell at ``final_n`` with
+the B-ENAS pipeline (:meth:`nas_gym.experiments.benas.BenasSearch.retrain`, the cell at ``final_n`` with
 its costs) both train through it. It builds the model from ``seed``, trains it with the env's
 training config for ``epochs`` epochs on the env's training split (``train_size`` applies) and
 scores it on the validation and test splits.

@@ -93,7 +93,7 @@ class TensorBoardLog:
 def plot_event_file(logdir: str, path: str) -> str:
     """A PNG of what a TensorBoard run holds, read back from its event files: the per-evaluation
     reward and best-so-far scalars, and the last accuracy-vs-cost image (the README's picture of a
-    real run: ``python -m experiments.live LOGDIR OUT.png``)."""
+    real run: ``python -m nas_gym.experiments.live LOGDIR OUT.png``)."""
     import io
 
     import matplotlib

@@ -139,7 +139,7 @@ def tensorboard_dir(text: str) -> str:
 def agent_class(spec: str, arg: str = "--agent") -> type:
     """The class of a registered agent name or a ``module:Class`` import path (the current folder
     is importable); raises ``ValueError`` naming the spec and what is accepted."""
-    from agents import AGENTS
+    from nas_gym.agents import AGENTS
 
     if ":" not in spec:
         return AGENTS.get(spec, arg)
@@ -167,7 +167,7 @@ def make_agent_spec(spec: str, seed: int, kwargs: dict[str, Any], arg: str = "--
     """The agent of ``spec`` (see :func:`agent_class`) built with ``seed`` and ``kwargs``."""
     cls = agent_class(spec, arg)
     if ":" not in spec:
-        from agents import make_agent
+        from nas_gym.agents import make_agent
 
         return make_agent(spec, seed=seed, **kwargs)
     if _is_sb3(cls):
@@ -184,7 +184,7 @@ def make_agent_spec(spec: str, seed: int, kwargs: dict[str, Any], arg: str = "--
 def _plain_sb3(cls: type, *, seed: int = 0, **algo_kwargs: Any) -> Any:
     """A third-party SB3 algorithm class through the project's SB3 adapter (policy: its MLP one,
     e.g. ``MlpLstmPolicy`` for RecurrentPPO, unless ``policy=`` is given)."""
-    from agents.sb3 import SB3Agent, default_policy
+    from nas_gym.agents.sb3 import SB3Agent, default_policy
 
     policy = algo_kwargs.pop("policy", None) or default_policy(cls)
     agent = SB3Agent("ppo", seed=seed, policy=policy)

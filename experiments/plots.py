@@ -1,5 +1,5 @@
 """The plots of a search (``best_so_far.png``, ``accuracy_vs_<metric>.png``), also drawn into
-TensorBoard by :mod:`experiments.live`. "Best" is the highest reward everywhere (as in
+TensorBoard by :mod:`nas_gym.experiments.live`. "Best" is the highest reward everywhere (as in
 ``best.json``), never the highest accuracy (an over-budget architecture can have that)."""
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ restored agent (same generator state, same architectures) and answered by the st
 finished evaluation is trained twice. ``evaluations.jsonl`` is cut back to the saved episode count
 first, so line ``i`` is always episode ``i``.
 
-The configuration is :mod:`experiments.search_config`, the folder's files and their writers
-:mod:`experiments.search_log`, the final retraining :mod:`experiments.final_model`.
+The configuration is :mod:`nas_gym.experiments.search_config`, the folder's files and their writers
+:mod:`nas_gym.experiments.search_log`, the final retraining :mod:`nas_gym.experiments.final_model`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import gymnasium as gym
 import torch
 
 import nas_gym
-from agents.base import Agent
-from agents.env_api import check_discrete
+from nas_gym.agents.base import Agent
+from nas_gym.agents.env_api import check_discrete
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.vector import make_env_copies
 

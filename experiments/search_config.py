@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nas_gym
-from agents import AGENTS
+from nas_gym.agents import AGENTS
 from nas_gym.costs import COST_METRICS
 from nas_gym.errors import bad_value
 from nas_gym.rewards import parse_budget

@@ -18,9 +18,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.base import Agent
-from agents.callbacks import Callback
-from agents.episode import Episode
+from nas_gym.agents.base import Agent
+from nas_gym.agents.callbacks import Callback
+from nas_gym.agents.episode import Episode
 
 from .live import TensorBoardLog
 

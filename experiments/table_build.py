@@ -151,7 +151,7 @@ def build_table(cfg: BuildConfig) -> dict[str, Any]:
 
 
 def add_table_command(sub: argparse._SubParsersAction) -> None:
-    """``nas-gym table build ...`` (registered in ``experiments.cli.COMMANDS``)."""
+    """``nas-gym table build ...`` (registered in ``nas_gym.experiments.cli.COMMANDS``)."""
     p = sub.add_parser("table", help="benchmark tables (evaluator='table')")
     actions = p.add_subparsers(dest="table_action", required=True)
     b = actions.add_parser("build", help="train every architecture of a small space, export a table")

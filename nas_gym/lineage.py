@@ -8,7 +8,7 @@
   ``transform`` column) exactly; :func:`replay` rebuilds a stored child from its parent.
 - Stages (EAS §"Start with Small Network"): :func:`best_child`, :func:`next_stage_start`,
   :func:`stage_checkpoint`; the stage runner (any agent, the stage's best retrained) is
-  :func:`experiments.eas_stages.run_eas_stages` (``nas-gym reproduce eas``).
+  :func:`nas_gym.experiments.eas_stages.run_eas_stages` (``nas-gym reproduce eas``).
 
 EAS searches in stages: each stage allows 5 deepen and 4 widen transforms from a start net; the best
 net of a stage becomes the start point of the next. The evaluation store makes this a few lines:
@@ -21,7 +21,7 @@ With an agent of your own, the loop is yours and only :func:`next_stage_start` i
     env = gym.make("Net2Net-v0", start_net=start, ...)
 
 EAS retrains the stage's best net longer (100 epochs) before the next stage
-(:func:`experiments.eas_stages.retrain`).
+(:func:`nas_gym.experiments.eas_stages.retrain`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ evaluation: vector envs on one machine").
   ``AsyncVectorEnv`` (each copy steps, and trains its children, in its own process);
   :func:`make_env_fns` gives the picklable per-copy factories SB3's ``SubprocVecEnv`` takes.
 - ``make_env_copies("CellNAS-v0", 4, store=...)`` gives a list of copies in this process for the
-  agents that evaluate a batch concurrently (``agent.learn(copies, ...)``, see :mod:`agents.base`):
+  agents that evaluate a batch concurrently (``agent.learn(copies, ...)``, see :mod:`nas_gym.agents.base`):
   each copy trains its children in its own worker process (``evaluator_backend="process"``, the
   default here; a worker that dies is replaced and the evaluation retried) or in Ray tasks
   (``evaluator_backend="ray"``).

@@ -10,12 +10,12 @@ import pickle
 import pytest
 import torch
 
-import agents
-from agents.convert_state import convert
-from agents.state_file import read_state
-from experiments.search import run_search
-from experiments.search_config import SearchConfig
+import nas_gym.agents as agents
+from nas_gym.agents.convert_state import convert
+from nas_gym.agents.state_file import read_state
 from nas_gym.errors import ConfigError
+from nas_gym.experiments.search import run_search
+from nas_gym.experiments.search_config import SearchConfig
 
 
 class _RunsCode:
@@ -62,7 +62,7 @@ def test_old_format_state_converts(name, tmp_path) -> None:
         state["model"] = buffer.getvalue()
     path = tmp_path / "agent_state.pt"
     torch.save(state, path)  # the old format: a plain pickle of the state
-    with pytest.raises(ConfigError, match="python -m agents.convert_state"):
+    with pytest.raises(ConfigError, match="python -m nas_gym.agents.convert_state"):
         agents.make_agent(name).load(path)
     convert(path)
     assert (tmp_path / "agent_state.pt.pickle").is_file()

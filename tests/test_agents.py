@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import nas_gym
-from agents import AGENTS, Agent, make_agent
-from agents.reinforce import ReinforceAgent, anchor_plan
-from experiments.search import run_search
-from experiments.search_config import SearchConfig
-from experiments.search_log import read_evaluations
+from nas_gym.agents import AGENTS, Agent, make_agent
+from nas_gym.agents.reinforce import ReinforceAgent, anchor_plan
+from nas_gym.experiments.search import run_search
+from nas_gym.experiments.search_config import SearchConfig
+from nas_gym.experiments.search_log import read_evaluations
 from nas_gym.store import EvaluationStore
 
 DIGITS = (1, 8, 8), 10

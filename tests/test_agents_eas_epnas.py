@@ -16,12 +16,12 @@ import pytest
 import torch
 
 import nas_gym
-from agents import make_agent
-from agents.eas import EASAgent, deepen_code
-from agents.epnas import EPNASAgent, progressive_layout
-from agents.state_file import read_state
-from experiments.search_log import read_evaluations
+from nas_gym.agents import make_agent
+from nas_gym.agents.eas import EASAgent, deepen_code
+from nas_gym.agents.epnas import EPNASAgent, progressive_layout
+from nas_gym.agents.state_file import read_state
 from nas_gym.arch.plain import DIGITS_START_NET
+from nas_gym.experiments.search_log import read_evaluations
 from nas_gym.lineage import model_from_checkpoint, stage_checkpoint
 from nas_gym.store import EvaluationStore
 

@@ -13,16 +13,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("nas_gym", "agents", "experiments")
+#: repo folder -> its installed (import) name (pyproject.toml's package-dir)
+IMPORT_NAMES = {"nas_gym": "nas_gym", "agents": "nas_gym.agents",
+                "experiments": "nas_gym.experiments"}
+#: the size limits of issue 14 (lines of a module, lines of a function or method)
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 
 
 def _modules() -> dict[str, Path]:
     found = {}
     for pkg in PACKAGES:
         for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
-            if parts[-1] == "__init__":
+            parts = list(path.relative_to(ROOT / pkg).with_suffix("").parts)
+            if parts and parts[-1] == "__init__":
                 parts.pop()
-            found[".".join(parts)] = path
+            found[".".join([IMPORT_NAMES[pkg], *parts])] = path
     return found
 
 
@@ -128,3 +133,26 @@ def test_no_private_access_across_modules() -> None:
     proc = subprocess.run([ruff, "check", "--select", "SLF001", "--output-format", "concise",
                            *PACKAGES], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_module_or_function_over_the_size_limits() -> None:
+    over = []
+    for name, path in _modules().items():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            over.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    over.append(f"{name}.{node.name} (line {node.lineno}): {length} lines")
+    assert not over, "over the size limits: " + "; ".join(over)
+
+
+def test_the_repo_folders_import_under_their_installed_names() -> None:
+    import nas_gym.agents
+    import nas_gym.experiments
+    assert Path(nas_gym.agents.__file__).parent == ROOT / "agents"
+    assert Path(nas_gym.experiments.__file__).parent == ROOT / "experiments"
+    graph = import_graph()
+    assert "nas_gym.agents.base" in graph["nas_gym.experiments.search"]

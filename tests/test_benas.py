@@ -8,10 +8,10 @@ import pytest
 from scipy.stats import spearmanr
 
 import nas_gym
-from experiments.benas import BenasSearch, select_cell
-from experiments.benas_config import BenasConfig
-from experiments.cli import main
 from nas_gym.costs import count_params
+from nas_gym.experiments.benas import BenasSearch, select_cell
+from nas_gym.experiments.benas_config import BenasConfig
+from nas_gym.experiments.cli import main
 from nas_gym.training import evaluate, get_preset, train
 
 BUDGET = 60_000  # params of the searched (N = 1, 16 channels, 2 blocks) model: about half the cells
@@ -113,8 +113,8 @@ def test_cell_budget_derived_from_the_final_budget() -> None:
     the derived cell budget x the N=3 / N=1 cost ratio = the final model's budget."""
     import numpy as np
 
-    from experiments.benas_config import derive_budget
     from nas_gym.arch.base import architecture_from_dict
+    from nas_gym.experiments.benas_config import derive_budget
 
     cfg = BenasConfig(final_budget={"params": 150_000}, budget_samples=6, env_kwargs=SPACE,
                       epochs=1, child_steps=1, controller_steps=0, select_samples=1,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import nas_gym  # noqa: F401
-from experiments.bench import run_bench
-from experiments.bench_job import BenchConfig, make_bench_agent, make_bench_env
+from nas_gym.experiments.bench import run_bench
+from nas_gym.experiments.bench_job import BenchConfig, make_bench_agent, make_bench_env
 from nas_gym.table import COST_COLUMNS, enumerate_architectures, write_table
 
 #: 1-2 layers, filters {4, 8}, kernels {1, 3}, stride 1: 4 + 16 = 20 architectures.
@@ -49,7 +49,7 @@ def table_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bench(table_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cfg = BenchConfig(agents=("agents.random_search:RandomSearch", "reinforce"),
+    cfg = BenchConfig(agents=("nas_gym.agents.random_search:RandomSearch", "reinforce"),
                       envs=(str(table_path),), seeds=2, evaluations=20,
                       budget={"params": 3000}, workers=1, out=str(out))
     return cfg, run_bench(cfg, progress=False)

@@ -190,6 +190,6 @@ def test_preset_refuses_space_arguments():
 def test_table_build_writes_to_the_current_folder_by_default():
     from pathlib import Path
 
-    from experiments.table_build import BuildConfig
+    from nas_gym.experiments.table_build import BuildConfig
 
     assert Path(BuildConfig().out).parent == Path(".")

@@ -106,7 +106,7 @@ def test_repeated_architecture_is_served_from_store(tmp_path) -> None:
     env = gym.make("CellNAS-v0", store=str(path), **FAST).unwrapped
     _, first = run_episode(env, np.random.default_rng(3), seed=0)
     assert not first["cache_hit"]
-    tokens = env.tokens  # how fast a hit is: python -m experiments.benchmarks.store_speed
+    tokens = env.tokens  # how fast a hit is: python -m nas_gym.experiments.benchmarks.store_speed
     env.reset()
     for t in tokens[:-1]:
         env.step(t)

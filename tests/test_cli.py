@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from agents.state_file import read_state
-from experiments.cli import load_config_file, main, parse_budget, parse_mapping
-from experiments.search_config import SearchConfig
-from experiments.search_log import read_evaluations
+from nas_gym.agents.state_file import read_state
 from nas_gym.checkpoint import load_model
+from nas_gym.experiments.cli import load_config_file, main, parse_budget, parse_mapping
+from nas_gym.experiments.search_config import SearchConfig
+from nas_gym.experiments.search_log import read_evaluations
 
 NAS_GYM = shutil.which("nas-gym") or str(Path(sys.executable).parent / "nas-gym")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import nas_gym
-from nas_gym import epnas_ops as E
+from nas_gym.arch import epnas_ops as E
 from nas_gym.arch.base import Architecture
 from nas_gym.arch.cell import ENAS_OPS, NASNET_OPS, Block, Cell, CellArchitecture
 from nas_gym.arch.epnas import ACTIVATIONS, BRANCH_TYPES, LAYER_TYPES

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import nas_gym
-from nas_gym import epnas_ops as E
 from nas_gym.arch import architecture_from_dict
+from nas_gym.arch import epnas_ops as E
 from nas_gym.arch.epnas import (
     BRANCH_CHANNELS,
     BRANCH_TYPES,

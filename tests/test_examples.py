@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # would change how every later test's AsyncVectorEnv starts its workers
 SCRIPT = """
 import json
-from experiments.examples.torchrl_cellnas import main
+from nas_gym.experiments.examples.torchrl_cellnas import main
 result = main(["--episodes", "4", "--epochs", "1", "--train-size", "64", "--max-blocks", "2",
                "--budget", "20000"])
 print(json.dumps(result, default=float))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.cli import main
 from nas_gym import build_model
 from nas_gym.arch.cell import NASNET_OPS, Block, Cell, CellArchitecture
 from nas_gym.arch.epnas import ACTIVATIONS, BRANCH_TYPES, Branch, EpnasLayer, LayerNet, ModuleNet
@@ -17,6 +16,7 @@ from nas_gym.arch.macro import MacroArchitecture, MacroLayer
 from nas_gym.arch.plain import ConvLayer, FCLayer, PlainCNN, PoolLayer
 from nas_gym.checkpoint import save_model
 from nas_gym.errors import ConfigError
+from nas_gym.experiments.cli import main
 from nas_gym.export import FORMATS, export, max_difference
 
 pytest.importorskip("onnxruntime")  # a test extra: pip install -e ".[test]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.benchmarks import gpu
+from nas_gym.experiments.benchmarks import gpu
 
 
 def test_gpu_benchmark_runs_tiny_on_cpu(capsys, tmp_path) -> None:

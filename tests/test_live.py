@@ -12,14 +12,14 @@ import textwrap
 
 import pytest
 
-from experiments.bench import bench_agent_kwargs, run_bench
-from experiments.bench_job import BenchConfig
-from experiments.cli import build_parser, main
-from experiments.options import parse_budget
-from experiments.search import run_search
-from experiments.search_config import SearchConfig
-from experiments.search_log import read_evaluations
 from nas_gym.evaluators.table import load_table
+from nas_gym.experiments.bench import bench_agent_kwargs, run_bench
+from nas_gym.experiments.bench_job import BenchConfig
+from nas_gym.experiments.cli import build_parser, main
+from nas_gym.experiments.options import parse_budget
+from nas_gym.experiments.search import run_search
+from nas_gym.experiments.search_config import SearchConfig
+from nas_gym.experiments.search_log import read_evaluations
 from nas_gym.table import DEFAULT_TABLE
 
 TABLE = load_table(DEFAULT_TABLE)
@@ -145,7 +145,7 @@ def test_third_party_agents_from_the_current_folder(tmp_path, monkeypatch, capsy
 
 def test_plain_recurrent_ppo_class_by_import_path():
     """``--agents sb3_contrib:RecurrentPPO``: its own policy name, the int feature size."""
-    from experiments.bench_job import make_bench_agent, make_bench_env
+    from nas_gym.experiments.bench_job import make_bench_agent, make_bench_env
 
     env = make_bench_env(DEFAULT_TABLE, BenchConfig(), seed=0)
     agent = make_bench_agent("sb3_contrib:RecurrentPPO", 0, {"n_steps": 8, "batch_size": 8})
@@ -171,7 +171,7 @@ def test_resumed_search_says_so_and_plots_best_by_reward(tmp_path, capsys):
     run_search(config)
     err = capsys.readouterr().err
     assert "resuming the search" in err and "at episode 6 of 9" in err
-    from experiments.plots import best_so_far_figure
+    from nas_gym.experiments.plots import best_so_far_figure
 
     rows = read_evaluations(tmp_path / "run")
     fig = best_so_far_figure(rows)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import nas_gym
-from nas_gym import epnas_ops as E
+from nas_gym.arch import epnas_ops as E
 from nas_gym.arch.base import Architecture
 from nas_gym.arch.bench_macro import NUM_LAYERS, BenchMacroArchitecture
 from nas_gym.arch.cell import ENAS_OPS, NASNET_OPS, Block, Cell, CellArchitecture

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nas_gym
-from agents import make_agent
+from nas_gym.agents import make_agent
 from nas_gym.arch.plain import CONV_WIDTHS, DIGITS_START_NET, FC_UNITS, ConvLayer, next_level
 
 DIGITS = (1, 8, 8), 10

@@ -10,13 +10,13 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import nas_gym
-from agents import make_agent
-from experiments.eas_stages import run_eas_stages
+from nas_gym.agents import make_agent
 from nas_gym.arch.plain import DIGITS_START_NET, ConvLayer, FCLayer, PlainCNN, PoolLayer
 from nas_gym.checkpoint import load_model, save_model
 from nas_gym.errors import ConfigError, InvalidActionError
 from nas_gym.evaluation import EvaluationPipeline
 from nas_gym.evaluators import TrainEvaluator
+from nas_gym.experiments.eas_stages import run_eas_stages
 from nas_gym.lineage import (
     best_child,
     export_model,
@@ -270,7 +270,7 @@ def test_reuse_pays_on_digits(seed: int) -> None:
 
 
 def test_reuse_benchmark_smoke(capsys) -> None:
-    from experiments.benchmarks.net2net_reuse import main
+    from nas_gym.experiments.benchmarks.net2net_reuse import main
 
     rows = main(["--seeds", "1", "--max-epochs", "1", "--start-epochs", "1", "--train-size", "100"])
     assert len(rows) == 1 and rows[0]["e_scratch"] == 1

@@ -14,8 +14,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import agents
 import nas_gym  # noqa: F401  (registers the env ids)
+import nas_gym.agents as agents
 from nas_gym.data import DataConfig
 from nas_gym.errors import ConfigError
 from nas_gym.evaluators import TrainEvaluator

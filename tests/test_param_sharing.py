@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import nas_gym
-from nas_gym import epnas_ops as E
+from nas_gym.arch import epnas_ops as E
 from nas_gym.arch.epnas import EpnasLayer, LayerNet
 from nas_gym.evaluators.param_sharing import ParamShareDict, fit_tensor
 

@@ -12,12 +12,12 @@ import torch
 from scipy.stats import spearmanr
 
 import nas_gym
-from agents import Callback, make_agent
-from agents.pnas import PNASAgent, shortest_period
-from agents.surrogate import Surrogate
-from experiments.search import run_search
-from experiments.search_config import SearchConfig
-from experiments.search_log import read_evaluations
+from nas_gym.agents import Callback, make_agent
+from nas_gym.agents.pnas import PNASAgent, shortest_period
+from nas_gym.agents.surrogate import Surrogate
+from nas_gym.experiments.search import run_search
+from nas_gym.experiments.search_config import SearchConfig
+from nas_gym.experiments.search_log import read_evaluations
 from nas_gym.store import EvaluationStore
 
 DIGITS = (1, 8, 8), 10

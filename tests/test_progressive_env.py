@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import nas_gym
-from nas_gym import epnas_ops as E
+from nas_gym.arch import epnas_ops as E
 from nas_gym.arch.epnas import Branch, EpnasLayer, LayerNet, ModuleNet
 from nas_gym.costs import static_costs
 from nas_gym.data import DataConfig, load_data

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from agents import make_agent
-from agents.reinforce import ReinforceAgent
+from nas_gym.agents import make_agent
+from nas_gym.agents.reinforce import ReinforceAgent
 
 
 class WideScorer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.cli import main
+from nas_gym.experiments.cli import main
 
 
 def test_reproduce_seed001_tiny_writes_report(tmp_path, capsys) -> None:

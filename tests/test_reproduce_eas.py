@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from experiments.cli import main
+from nas_gym.experiments.cli import main
 
 
 def test_reproduce_eas_tiny_writes_report(tmp_path, capsys) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.cli import main
-from experiments.reproduce._common import command_line, load_paper_config, paper_sized
-from experiments.search_config import SearchConfig
 from nas_gym.errors import ConfigError
+from nas_gym.experiments.cli import main
+from nas_gym.experiments.reproduce._common import command_line, load_paper_config, paper_sized
+from nas_gym.experiments.search_config import SearchConfig
 
 
 def test_reproduce_pnas_tiny_writes_report(tmp_path, capsys) -> None:

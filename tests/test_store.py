@@ -85,7 +85,7 @@ def test_put_get_upsert_and_queries(tmp_path):
 
 
 def test_get_of_stored_keys_returns_each_record(tmp_path):
-    """(How fast: ``python -m experiments.benchmarks.store_speed``.)"""
+    """(How fast: ``python -m nas_gym.experiments.benchmarks.store_speed``.)"""
     with EvaluationStore(tmp_path / "store.sqlite") as store:
         keys = [evaluation_key(ARCH, FP, s) for s in range(500)]
         for s, key in enumerate(keys):

@@ -15,9 +15,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import nas_gym  # noqa: F401
-from experiments.table_build import BuildConfig, build_table
 from nas_gym.arch.macro import MacroArchitecture, MacroLayer
 from nas_gym.errors import ConfigError
+from nas_gym.experiments.table_build import BuildConfig, build_table
 from nas_gym.store import EvaluationStore
 from nas_gym.table import ArchitectureNotInTable, Table
 
@@ -32,7 +32,7 @@ def built(tmp_path_factory):
     in-process to completion."""
     tmp = tmp_path_factory.mktemp("table")
     out, store = tmp / "tiny.sqlite", tmp / "store.sqlite"
-    cmd = [sys.executable, "-c", "from experiments.cli import main; raise SystemExit(main())",
+    cmd = [sys.executable, "-c", "from nas_gym.experiments.cli import main; raise SystemExit(main())",
            "table", "build", "--env-kwargs", json.dumps(SPACE), "--out", str(out),
            "--store", str(store), "--workers", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -140,7 +140,7 @@ def test_mismatched_training_is_refused(built):
 
 
 def test_lookup_answers_the_recorded_result_every_time(built):
-    """(How much faster than training: ``python -m experiments.benchmarks.store_speed``.)"""
+    """(How much faster than training: ``python -m nas_gym.experiments.benchmarks.store_speed``.)"""
     env = _table_env(built["path"]).unwrapped
     table_eval = env.components.evaluator
     arch = MacroArchitecture((MacroLayer(4, 3, 1, ()), MacroLayer(4, 5, 1, (0,))))

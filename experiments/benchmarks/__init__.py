@@ -1,1 +1,1 @@
-"""Benchmarks: scripts that measure nas_gym (run with ``python -m experiments.benchmarks.<name>``)."""
+"""Benchmarks: scripts that measure nas_gym (run with ``python -m nas_gym.experiments.benchmarks.<name>``)."""

@@ -16,7 +16,7 @@ interleaved per network so machine noise hits every side. Prints
 seconds per network (CPU and wall), validation and test accuracy, and the rank correlation of the
 predicted accuracies with the from-scratch ones (what a search needs from a predictor).
 
-    python -m experiments.benchmarks.epnas_speed [--pattern layer] [--episodes 3] [--epochs 4]
+    python -m nas_gym.experiments.benchmarks.epnas_speed [--pattern layer] [--episodes 3] [--epochs 4]
 """
 
 from __future__ import annotations

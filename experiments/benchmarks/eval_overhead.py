@@ -3,7 +3,7 @@
 Three figures, measured side by side in one process (targets of issue 15 in brackets):
 
 1. **Search trials** (<= 10 ms after the first): a ``--trials``-trial random search
-   (``agents.random_search``) on digits with a fixed cheap child: ``MacroNAS-v0`` in the committed
+   (``nas_gym.agents.random_search``) on digits with a fixed cheap child: ``MacroNAS-v0`` in the committed
    table's space (``max_layers=2``), one epoch of ``--train-size`` samples; then the same on
    ``CellNAS-v0`` (one block, ``channels=4``), whose module build (~170 torch modules, copies of
    cached prototypes: ``nas_gym.models.builder.fresh``) is most of the framework's time. Per
@@ -20,7 +20,7 @@ Three figures, measured side by side in one process (targets of issue 15 in brac
    the pipeline's costs of fresh random cells (closed form), beside the previous way (a built
    module counted by ``FlopCounterMode``).
 
-    python -m experiments.benchmarks.eval_overhead [--trials 20] [--table-episodes 1000]
+    python -m nas_gym.experiments.benchmarks.eval_overhead [--trials 20] [--table-episodes 1000]
         [--table-repeats 3]
 """
 
@@ -38,7 +38,7 @@ import torch
 
 import nas_gym
 import nas_gym.table
-from agents.random_search import RandomSearch
+from nas_gym.agents.random_search import RandomSearch
 from nas_gym.costs import flop_counter_costs
 from nas_gym.envs.grammar import rollout
 

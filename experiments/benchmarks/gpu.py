@@ -20,8 +20,8 @@ Pairs run alternately ``--repeats`` times; each ratio is the median. Seconds are
 with the device synchronised. ``--tiny`` is a CPU-sized run (100 3x8x8 images, a 2-block cell of 4
 channels, 2 children) that exercises every code path (``tests/test_gpu_benchmark.py``).
 
-    python -m experiments.benchmarks.gpu [--device cuda] [--children 4] [--json out.json]
-    python -m experiments.benchmarks.gpu --tiny
+    python -m nas_gym.experiments.benchmarks.gpu [--device cuda] [--children 4] [--json out.json]
+    python -m nas_gym.experiments.benchmarks.gpu --tiny
 """
 
 from __future__ import annotations

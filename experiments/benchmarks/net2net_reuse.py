@@ -18,8 +18,8 @@ one image is 0.28 points). It prints one row per (dataset, seed) and the ratio o
 inherited / scratch (0 when the inherited weights meet the target untrained; inf when not within
 E; the mean counts such a run as E + 1 epochs, so it is then a lower bound). The start net's training is paid once per search, not per child, so it is not counted.
 
-    python -m experiments.benchmarks.net2net_reuse                     # digits, 3 seeds, CPU
-    python -m experiments.benchmarks.net2net_reuse --data-root DIR     # + CIFAR-10 on a GPU
+    python -m nas_gym.experiments.benchmarks.net2net_reuse                     # digits, 3 seeds, CPU
+    python -m nas_gym.experiments.benchmarks.net2net_reuse --data-root DIR     # + CIFAR-10 on a GPU
 
 CIFAR-10 runs when a CUDA device is visible and its torchvision files are under ``--data-root``.
 """

@@ -9,7 +9,7 @@ A warm-up pair is not counted; pairs run alternately in one process so machine n
 process CPU seconds (with one torch thread this is robust to other jobs on a shared machine) and,
 beside it, of wall seconds.
 
-    python -m experiments.benchmarks.overhead [--pairs 5] [--epochs 4]
+    python -m nas_gym.experiments.benchmarks.overhead [--pairs 5] [--epochs 4]
 """
 
 from __future__ import annotations

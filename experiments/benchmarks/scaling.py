@@ -13,7 +13,7 @@ The agent's episodes depend only on the seed (not on ``k``), so every setting tr
 children. The first batch (process start, data loading) is not timed. All settings of a run are
 measured one after another in the same process, and the speed-ups are ratios within the run.
 
-    OMP_NUM_THREADS=1 python -m experiments.benchmarks.scaling [--workers 1 2]
+    OMP_NUM_THREADS=1 python -m nas_gym.experiments.benchmarks.scaling [--workers 1 2]
         [--backends process ray vector] [--batches 3] [--batch 4] [--epochs 3] [--train-size 1000]
 """
 
@@ -27,8 +27,8 @@ import time
 import numpy as np
 import torch
 
-import agents
 import nas_gym  # noqa: F401
+import nas_gym.agents as agents
 from nas_gym.vector import make_env_copies, make_vector_env
 
 

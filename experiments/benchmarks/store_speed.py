@@ -8,7 +8,7 @@ loaded machine cannot fail a test):
 
 Each figure is printed with its claim; all three are measured in one run.
 
-    python -m experiments.benchmarks.store_speed
+    python -m nas_gym.experiments.benchmarks.store_speed
 """
 
 from __future__ import annotations

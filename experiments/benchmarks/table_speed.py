@@ -9,7 +9,7 @@ block, so most episodes are new architectures; (b) the bare lookup a hand-writte
 do: ``json[key]["test_acc"][run]``, ``["params"]``, ``["flops"]``. Blocks of (a) and (b) alternate
 in one process (``--pairs``) so machine noise hits both; prints medians of process-CPU rates.
 
-    python -m experiments.benchmarks.table_speed [--pairs 5] [--episodes 2000]
+    python -m nas_gym.experiments.benchmarks.table_speed [--pairs 5] [--episodes 2000]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ times in one run, so the ratio is measured side by side on the shared machine. W
 capped, 2 copies should train each child about as fast as 1 copy alone (ratio ~1), i.e. twice
 the children per second on 2 cores.
 
-    python -m experiments.benchmarks.vector_threads [--episodes 4] [--rounds 2] [--epochs 2]
+    python -m nas_gym.experiments.benchmarks.vector_threads [--episodes 4] [--rounds 2] [--epochs 2]
 """
 
 from __future__ import annotations

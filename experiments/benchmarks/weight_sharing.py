@@ -2,7 +2,7 @@
 against ``evaluator="train"`` (from scratch), both with the env's default settings, and the rank
 correlation of the two evaluators' accuracies on the same cells.
 
-1. ``--archs`` distinct cells are sampled from a B-ENAS controller (``experiments.benas``).
+1. ``--archs`` distinct cells are sampled from a B-ENAS controller (``nas_gym.experiments.benas``).
 2. Timing, per cell, with ``CellNAS-v0``'s defaults (digits preset: 4 epochs, batch 64; shared:
    one TrainChild mini-batch + one validation mini-batch, Omega kept across cells): the env step
    (the pipeline's evaluation of the new cell: key, store lookup and write, pre-training costs,
@@ -13,7 +13,7 @@ correlation of the two evaluators' accuracies on the same cells.
    Omega's accuracy of each cell on the whole validation split against its from-scratch accuracy
    from step 2 (Spearman).
 
-    python -m experiments.benchmarks.weight_sharing [--archs 10] [--phase-steps 1500]
+    python -m nas_gym.experiments.benchmarks.weight_sharing [--archs 10] [--phase-steps 1500]
         [-E channels=16 -E max_blocks=2] [--dataset cifar10 --data-root DIR --device cuda]
 
 CIFAR-10 runs only when a CUDA device is present and the files are under ``--data-root``.
@@ -32,11 +32,11 @@ import torch
 from scipy.stats import spearmanr
 
 import nas_gym  # noqa: F401  (registers the envs)
-from experiments.benas import BenasSearch
-from experiments.benas_config import BenasConfig
-from experiments.benchmarks.eval_overhead import Timed
-from experiments.cli import parse_mapping
 from nas_gym.arch.base import Architecture
+from nas_gym.experiments.benas import BenasSearch
+from nas_gym.experiments.benas_config import BenasConfig
+from nas_gym.experiments.benchmarks.eval_overhead import Timed
+from nas_gym.experiments.cli import parse_mapping
 
 
 def distinct_cells(search: BenasSearch, n: int, tries: int = 50) -> list[Architecture]:

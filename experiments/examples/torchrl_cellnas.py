@@ -9,7 +9,7 @@ has the same numeric keys, which TorchRL's info reader turns into tensordict ent
 ``env.rollout``, and the update is REINFORCE with a moving-average baseline (Williams 1992; the
 episode's only reward is the architecture's, at the end, so gamma = 1).
 
-    python -m experiments.examples.torchrl_cellnas --episodes 30
+    python -m nas_gym.experiments.examples.torchrl_cellnas --episodes 30
 
 Two TorchRL habits to know: ``batch_size`` is a TorchRL keyword of ``GymEnv`` (the env's child
 batch size cannot be passed that way: use ``training=`` presets or a ``TrainConfig``), and TorchRL

@@ -1,5 +1,5 @@
 """What the cell-space reproductions (``benas``, ``enas``) share: the tiny-run overrides of a
-:class:`~experiments.benas_config.BenasConfig`, a CPU / wall clock, and counting a cell's ops."""
+:class:`~nas_gym.experiments.benas_config.BenasConfig`, a CPU / wall clock, and counting a cell's ops."""
 
 from __future__ import annotations
 

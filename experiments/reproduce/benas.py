@@ -2,7 +2,7 @@
 model's parameters (Table 4, memory consumption; Figs. 6-7). Config:
 ``experiments/configs/reproduce-benas.yaml``.
 
-Every (budget, seed) pair is one :func:`experiments.benas.run_benas`: the cell's budget derived
+Every (budget, seed) pair is one :func:`nas_gym.experiments.benas.run_benas`: the cell's budget derived
 from the final model's (§4.1), Algorithm 1 on shared weights, SelectCell by accuracy x cost
 (Algorithm 4) and the N = 3 final model retrained from scratch (test split read once). The claims
 are checked on what those runs report: the final model's params against its budget, and, over the

@@ -5,8 +5,8 @@ Config: ``experiments/configs/reproduce-eas.yaml``.
 
 The runs, per seed (one store per seed, so both agents start from the same trained start net):
 
-- ``eas``: the EAS meta-controller (:class:`agents.eas.EASAgent`) on ``Net2Net-v0(protocol="eas")``
-  through the stage protocol (:func:`experiments.eas_stages.run_eas_stages`): ``nets`` per stage,
+- ``eas``: the EAS meta-controller (:class:`nas_gym.agents.eas.EASAgent`) on ``Net2Net-v0(protocol="eas")``
+  through the stage protocol (:func:`nas_gym.experiments.eas_stages.run_eas_stages`): ``nets`` per stage,
   the stage's best retrained ``retrain_epochs`` before it starts the next stage. The stages after
   the first run only for the first seed (the claims need stage 1; the protocol is shown once).
 - ``random``: masked uniform random transforms on the same env, the same number of nets in
@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents import make_agent
+from nas_gym.agents import make_agent
 from nas_gym.lineage import replay
 from nas_gym.store import EvaluationStore
 from nas_gym.training import evaluate

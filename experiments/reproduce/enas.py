@@ -3,15 +3,15 @@ shared-weight search against the same number of from-scratch evaluations, in the
 space (NASNet's cell space with ENAS's 5 ops and added paths) of ``CellNAS-v0``. Config:
 ``experiments/configs/reproduce-enas.yaml``.
 
-1. **ENAS**: :class:`experiments.benas.BenasSearch` with no budget (the reward is the accuracy on
+1. **ENAS**: :class:`nas_gym.experiments.benas.BenasSearch` with no budget (the reward is the accuracy on
    one validation mini-batch, as ENAS) and ENAS's delivery rule (``select: accuracy``: "sample
    several models from the trained policy, compute its reward on a single minibatch sampled from
    the validation set, take only the model with the highest reward to re-train from scratch").
    Its evaluations are the controller's scored cells plus the delivery samples.
-2. **From scratch**: :func:`experiments.search.run_search` with the same controller family on the
+2. **From scratch**: :func:`nas_gym.experiments.search.run_search` with the same controller family on the
    same space, every cell trained from scratch (``evaluator="train"``), for exactly as many
    evaluations; its most accurate cell (validation accuracy) is its answer.
-3. Both answers are retrained the same way (:func:`experiments.final_model.retrain_final`: N = 3, the
+3. Both answers are retrained the same way (:func:`nas_gym.experiments.final_model.retrain_final`: N = 3, the
    env's training config, ``final_epochs``, once per seed of ``final_seeds``) and compared on
    their mean test accuracy; each search's compute is the process CPU seconds of the search (ENAS:
    super-network training included; neither counts the final retraining).

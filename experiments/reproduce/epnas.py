@@ -15,7 +15,7 @@ Three claims (issue #16), each measured the way the paper does:
    ``"epnas"`` evaluator (short aggressive training from the shared-weight dictionary) against
    training from scratch with the env's full schedule, on the distinct nets the seed-0 EPNAS
    search visited, in its order (the dictionary fills as in the search), interleaved per net and
-   timed in CPU seconds (:func:`experiments.benchmarks.epnas_speed.evaluate_interleaved`).
+   timed in CPU seconds (:func:`nas_gym.experiments.benchmarks.epnas_speed.evaluate_interleaved`).
 """
 
 from __future__ import annotations

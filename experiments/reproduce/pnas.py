@@ -26,8 +26,8 @@ import gymnasium as gym
 import numpy as np
 from scipy.stats import spearmanr
 
-from agents.pnas import PNASAgent
-from agents.state_file import read_state
+from nas_gym.agents.pnas import PNASAgent
+from nas_gym.agents.state_file import read_state
 
 from ..bench_stats import rank_test
 from ..search_log import STATE, read_evaluations
