@@ -51,6 +51,7 @@ from ..errors import bad_value
 from ..training import (
     TrainConfig,
     autocast_for,
+    device_layout,
     evaluate,
     free_memory,
     is_oom,
@@ -228,9 +229,9 @@ class SharedEvaluator(Evaluator):
         try:
             for _ in range(steps):
                 idx = self._batch("train")
-                # channels_last on every device, as Omega is (nas_gym.evaluators.supernet.build_supernet)
-                x = augment_batch(self.data.train_x[idx], self.gen, augment).contiguous(
-                    memory_format=torch.channels_last)
+                # Omega's layout (nas_gym.training.memory_format, shared weights)
+                x = device_layout(augment_batch(self.data.train_x[idx], self.gen, augment),
+                                  shared_weights=True)
                 y = self.data.train_y[idx]
                 # no update on a non-finite loss: one bad child must not poison Omega
                 loss, logits = train_step(child, x, y, opt, self.scheduler,
@@ -266,7 +267,7 @@ class SharedEvaluator(Evaluator):
         self._sync()
         start = time.perf_counter()
         with autocast_for(self.data.device):
-            x = self.data.train_x[:b].contiguous(memory_format=torch.channels_last)
+            x = device_layout(self.data.train_x[:b], shared_weights=True)
             loss = F.cross_entropy(child(x).float(), self.data.train_y[:b])
         loss.backward()
         self._sync()
