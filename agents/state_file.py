@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from nas_gym.errors import ConfigError
+from nas_gym.files import atomic_write
 
 #: The format tag of an agent state file (tensors + plain values, ``weights_only``-readable).
 STATE_FORMAT = "nas_gym.agent_state.v2"
@@ -72,9 +73,4 @@ def write_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     path = os.fspath(path)
     buffer = io.BytesIO()
     torch.save({"format": STATE_FORMAT, "state": plain_state(state)}, buffer)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, buffer.getvalue(), fsync=True)

@@ -16,6 +16,7 @@ import nas_gym  # noqa: F401  (registers the env ids)
 from nas_gym.arch.base import architecture_from_dict
 from nas_gym.errors import ConfigError, bad_value
 from nas_gym.evaluators.table import load_table
+from nas_gym.files import atomic_write
 from nas_gym.table import DEFAULT_TABLE, TABLES, table_path
 
 from .options import make_agent_spec
@@ -162,7 +163,5 @@ def run_job(job: tuple[str, str, int, dict[str, Any]]) -> str:
         lines = lines[: over[0] + 1] if over else lines
     env.close()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in lines[: cfg.evaluations]))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in lines[: cfg.evaluations]))
     return str(path)

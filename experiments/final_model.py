@@ -21,7 +21,7 @@ import torch.nn as nn
 import nas_gym
 from nas_gym.arch.base import Architecture, architecture_from_dict
 from nas_gym.checkpoint import save_model
-from nas_gym.costs import static_costs
+from nas_gym.costs import count_params, static_costs
 from nas_gym.errors import ConfigError
 from nas_gym.registry import Registry
 from nas_gym.training import TrainConfig, TrainResult, evaluate, train
@@ -94,7 +94,7 @@ def retrain_final(architecture: dict[str, Any], env: gym.Env, epochs: int, out: 
               "epochs": epochs, "status": final.run.status,
               "train_seconds": final.run.train_seconds,
               "val_accuracy": final.val_accuracy, "test_accuracy": final.test_accuracy,
-              "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "params": count_params(model),
               "model": "final/model.pt"}
     save_model(model.cpu(), out / "final" / "model.pt", input_shape=data.input_shape,
                num_classes=data.num_classes, extra={"report": report})

@@ -21,6 +21,7 @@ import numpy as np
 from nas_gym.agents.base import Agent
 from nas_gym.agents.callbacks import Callback
 from nas_gym.agents.episode import Episode
+from nas_gym.files import atomic_write
 
 from .live import TensorBoardLog
 
@@ -34,9 +35,7 @@ CONFIG, EVALUATIONS, BEST, STATE, STORE = ("config.json", "evaluations.jsonl", "
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_evaluations(out: str | os.PathLike) -> list[dict[str, Any]]:
@@ -54,9 +53,7 @@ def read_evaluations(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 def truncate_evaluations(out: Path, keep: int) -> None:
     rows = [r for r in read_evaluations(out) if r.get("episode", keep) < keep]
-    tmp = out / f"{EVALUATIONS}.tmp"
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, out / EVALUATIONS)
+    atomic_write(out / EVALUATIONS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def evaluation_record(episode: Episode) -> dict[str, Any]:

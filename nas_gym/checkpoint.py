@@ -24,6 +24,7 @@ from torch import nn
 
 from .arch.base import Architecture, architecture_from_dict
 from .errors import ConfigError
+from .files import atomic_write
 from .models import build_model
 
 __all__ = ["load_model", "save_model", "sidecar_path"]
@@ -32,12 +33,6 @@ __all__ = ["load_model", "save_model", "sidecar_path"]
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The architecture JSON that goes with a state-dict file: same name, ``.json`` suffix."""
     return Path(path).with_suffix(".json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, input_shape: Sequence[int],
@@ -57,10 +52,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, input_shape: Sequen
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
     meta = {"architecture": arch_dict, "input_shape": [int(s) for s in input_shape],
             "num_classes": int(num_classes), "state_dict": path.name, **dict(extra or {})}
-    _atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
+    atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
     return path
 
 

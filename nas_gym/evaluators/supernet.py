@@ -24,7 +24,7 @@ from ..arch.base import Architecture
 from ..arch.cell import CellArchitecture
 from ..errors import bad_value
 from ..models.builder import he_init_
-from ..training import memory_format
+from ..training import place_model
 from .supernet_base import FLOAT_BYTES, SuperNet, batch_stats_only
 from .supernet_cell import CellSuperNet
 from .supernet_macro import MacroSuperNet
@@ -96,7 +96,6 @@ def build_supernet(arch: Architecture, input_shape: tuple[int, int, int], num_cl
                 nn.init.kaiming_normal_(p, mode="fan_in", nonlinearity="relu", generator=gen)
     net.check(arch)
     net.memory_bytes = memory
-    # nas_gym.training.memory_format's rule for shared weights (channels_last on every device);
-    # the conversion keeps the Parameter objects (their .data is replaced)
-    return net.to(device, memory_format=memory_format(torch.device(device),
-                                                      shared_weights=True))
+    # the memory-format rule for shared weights (channels_last on every device); the conversion
+    # keeps the Parameter objects (their .data is replaced)
+    return place_model(net, torch.device(device), shared_weights=True)
